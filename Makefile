@@ -1,0 +1,34 @@
+# Two commands set everything up: `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SOCKET ?= $(CURDIR)/run/socket
+STAMP := $(VENV)/.installed
+
+.PHONY: venv run test lint typecheck clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: venv
+	@mkdir -p $(dir $(SOCKET))
+	@echo "pyxenstored: serving $(SOCKET)"
+	@echo "point the xenstore tools at it with:  export XENSTORED_PATH=$(SOCKET)"
+	$(PY) -m pyxenstored --socket $(SOCKET)
+
+lint: venv
+	$(VENV)/bin/ruff check src tests benchmarks
+
+typecheck: venv
+	$(VENV)/bin/mypy src/pyxenstored
+
+test: venv lint typecheck
+	$(VENV)/bin/pytest -n 2 -q
+
+clean:
+	rm -rf $(VENV) run .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,79 @@
+"""Command line: ``pyxenstored [options]`` runs the daemon in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from .core.quota import Limits
+from .runtime.loops import LOOPS
+from .runtime.server import Server, ServerConfig
+
+__all__ = ["default_socket_path", "main", "parse_args"]
+
+
+def default_socket_path(env: dict[str, str] | None = None) -> str:
+    """Where libxenstore looks: $XENSTORED_PATH, $XENSTORED_RUNDIR/socket, else /run."""
+    env = dict(os.environ) if env is None else env
+    if env.get("XENSTORED_PATH"):
+        return env["XENSTORED_PATH"]
+    if env.get("XENSTORED_RUNDIR"):
+        return os.path.join(env["XENSTORED_RUNDIR"], "socket")
+    return "/run/xenstored/socket"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="pyxenstored", description="Xen xenstore daemon")
+    p.add_argument("--socket", help="Unix socket path (default: as libxenstore looks for it)")
+    p.add_argument("--pid-file", help="write the daemon's pid here")
+    p.add_argument("--loop", choices=sorted(LOOPS), default="auto", help="event loop")
+    p.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    p.add_argument("--access-log", metavar="FILE", help="one line per request and reply")
+    p.add_argument("--priv-domid", type=int, default=0, help="the privileged domain")
+    p.add_argument(
+        "--transaction-conflicts",
+        choices=("coalesce", "generation"),
+        default="coalesce",
+        help="coalesce: EAGAIN only when an observation changed; generation: C's rule",
+    )
+    p.add_argument(
+        "--socket-buffer-max",
+        type=int,
+        default=16 * 1024 * 1024,
+        metavar="BYTES",
+        help="unread output after which a socket client is disconnected",
+    )
+    p.add_argument(
+        "--quota-rule",
+        choices=("4.21", "4.22"),
+        default="4.21",
+        help="quota boundary rule of C xenstored <=4.21 (default) or 4.22",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s pyxenstored %(levelname)s %(message)s",
+    )
+    config = ServerConfig(
+        socket_path=args.socket or default_socket_path(),
+        pid_file=args.pid_file,
+        loop=args.loop,
+        access_log=args.access_log,
+        priv_domid=args.priv_domid,
+        conflicts=args.transaction_conflicts,
+        socket_buffer_max=args.socket_buffer_max,
+        limits=Limits(rule=args.quota_rule),
+    )
+    Server(config).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

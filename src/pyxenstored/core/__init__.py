@@ -1,0 +1,1 @@
+"""Sans-I/O xenstore semantics. :class:`~pyxenstored.core.engine.Engine` is the only door in."""

@@ -1,0 +1,355 @@
+"""The engine: one object that owns the store and every registry, and the only door in.
+
+``Engine.feed(conn, data)`` takes the bytes a transport received and answers every
+complete request; replies and watch events are appended to the connections' ``out``
+queues, and connections other than ``conn`` that received something are added to
+``woken``. Nothing here performs I/O: the runtime drains the queues.
+
+Order of output follows C xenstored: watch events caused by a request are queued before
+its reply; the initial event of WATCH comes after its ``OK``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import (
+    Again,
+    InternalError,
+    NoEntry,
+    NoSpace,
+    PermissionDenied,
+    TooBig,
+    Unsupported,
+    XenstoreError,
+    wire_name,
+)
+from ..protocol.framing import Packet
+from ..protocol.paths import canonicalize, parent_of
+from ..protocol.perms import NONE, READ, Perms
+from ..protocol.wire import DOMID_ANY, HEADER, PAYLOAD_MAX, Op, RingFeature
+from ..store.tree import Tree
+from .caller import Caller
+from .connection import Connection
+from .domains import Domain, DomainBackend, NoHypervisor
+from .optable import MUTATES, NOTID, PRIV, TABLE
+from .permissions import StaleCheck
+from .quota import Limits
+from .transactions import COALESCE, Transaction
+from .watches import WatchRegistry
+
+__all__ = ["Engine"]
+
+log = logging.getLogger("pyxenstored.engine")
+
+_pack = HEADER.pack
+_ERROR = int(Op.ERROR)
+
+
+def _error_message(req_id: int, tx_id: int, name: str) -> bytes:
+    body = wire_name(name).encode("ascii") + b"\0"
+    return _pack(_ERROR, req_id, tx_id, len(body)) + body
+
+
+class Engine:
+    """The xenstore database and its semantics, without I/O.
+
+    Args:
+        limits: quota values (mutable: live configuration changes them in place).
+        backend: the hypervisor interface; :class:`NoHypervisor` for a Unix daemon.
+        priv_domid: the privileged domain (dom0 unless a stub domain setup says otherwise).
+        conflicts: ``"coalesce"`` or ``"generation"`` (see core.transactions).
+        features: ring feature bits advertised to domains.
+        event_queue_max: bytes of undelivered output beyond which events to an
+            unprivileged connection are dropped instead of queued.
+    """
+
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        backend: DomainBackend | None = None,
+        priv_domid: int = 0,
+        conflicts: str = COALESCE,
+        features: int = int(
+            RingFeature.RECONNECTION
+            | RingFeature.ERROR
+            | RingFeature.WATCHDEPTH
+            | RingFeature.DOMID_ANY
+        ),
+        event_queue_max: int = 1 << 20,
+    ) -> None:
+        self.limits = limits or Limits()
+        self.backend: DomainBackend = backend or NoHypervisor()
+        self.priv_domid = priv_domid
+        self.conflicts = conflicts
+        self.features = features
+        self.event_queue_max = event_queue_max
+        root: Perms = ((NONE, priv_domid),)
+        self.tree = Tree(root)
+        self.tree.create("/tool", b"", root)
+        self.tree.create("/tool/xenstored", b"", root)
+        self.tree.create_special("@introduceDomain", root)
+        self.tree.create_special("@releaseDomain", ((NONE, priv_domid), (READ, DOMID_ANY)))
+        self.watches = WatchRegistry(self.enqueue_event)
+        self.connections: dict[int, Connection] = {}
+        self.domains: dict[int, Domain] = {}
+        #: SET_FEATURE values waiting for the domain's INTRODUCE.
+        self.pending_features: dict[int, int] = {}
+        self.woken: set[Connection] = set()
+        self._next_conn = 1
+        self._replay_events: list[tuple[str, bool, tuple[Perms, ...]]] | None = None
+        #: Called as ``on_request(conn, packet, reply_message)`` when set (access log).
+        self.on_request: Callable[[Connection, Packet, bytes], None] | None = None
+        self.stats: dict[str, int] = {
+            "requests": 0,
+            "commits": 0,
+            "conflicts": 0,
+            "events": 0,
+            "events_dropped": 0,
+        }
+        self.stale: StaleCheck | None = self._stale
+
+    # -- connections -----------------------------------------------------------------
+    def connect(self, caller: Caller, kind: str, features: int | None = None) -> Connection:
+        """Register a new connection (a socket client or a domain's ring)."""
+        conn_id = self._next_conn
+        self._next_conn += 1
+        feats = self.features if features is None else features
+        conn = Connection(conn_id, caller, kind, feats)
+        self.connections[conn_id] = conn
+        return conn
+
+    def disconnect(self, conn: Connection) -> None:
+        """Forget a connection: its watches and open transactions go (idempotent)."""
+        if conn.closed:
+            return
+        conn.closed = True
+        self.watches.remove_all(conn)
+        conn.transactions.clear()
+        conn.out.clear()
+        conn.out_bytes = 0
+        self.connections.pop(conn.id, None)
+        self.woken.discard(conn)
+
+    # -- requests --------------------------------------------------------------------
+    def feed(self, conn: Connection, data: bytes) -> None:
+        """Answer every request completed by ``data``.
+
+        Raises:
+            FramingError: the peer broke the framing; the caller must drop it.
+        """
+        handle = self.handle
+        for packet in conn.reader.feed(data):
+            handle(conn, packet)
+
+    def handle(self, conn: Connection, packet: Packet) -> None:
+        """Answer one request: its events and its reply go to the output queues."""
+        op, req_id, tx_id, payload = packet
+        conn.requests += 1
+        spec = TABLE.get(op)
+        try:
+            if spec is None:
+                raise Unsupported()
+            handler, flags = spec
+            if flags & PRIV and not conn.caller.privileged:
+                raise PermissionDenied()
+            txn = None
+            view: Any = self.tree
+            if tx_id and not flags & NOTID:
+                txn = conn.transactions.get(tx_id)
+                if txn is None:
+                    raise NoEntry("unknown transaction")
+                view = txn.view
+                if flags & MUTATES:
+                    self._check_txn_size(conn, txn)
+            result = handler(self, conn, view, txn, payload)
+            if txn is not None and flags & MUTATES and tx_id in conn.transactions:
+                txn.ops.append((handler, payload))
+            if type(result) is tuple:
+                reply, after = result
+            else:
+                reply, after = result, None
+            if len(reply) > PAYLOAD_MAX:
+                raise TooBig()
+            msg = _pack(op, req_id, tx_id, len(reply)) + reply
+        except XenstoreError as err:
+            msg = _error_message(req_id, tx_id, err.name)
+            after = None
+        except Exception:
+            log.exception("internal error handling %r from %r", packet[:3], conn)
+            msg = _error_message(req_id, tx_id, InternalError.name)
+            after = None
+        out = conn.out
+        out.append(msg)
+        conn.out_bytes += len(msg)
+        if after is not None:
+            out.append(after)
+            conn.out_bytes += len(after)
+        if self.on_request is not None:
+            self.on_request(conn, packet, msg)
+
+    def _check_txn_size(self, conn: Connection, txn: Transaction) -> None:
+        caller = conn.caller
+        if caller.privileged:
+            return
+        limit = self.quota(caller.domid, "transaction-nodes")
+        touched = txn.view.touched + (1 if self.limits.rule == "4.22" else 0)
+        if self.limits.exceeded(touched, limit):
+            raise NoSpace("transaction-nodes quota")
+
+    # -- helpers for handlers --------------------------------------------------------
+    def canonical(self, caller: Caller, raw: bytes, allow_special: bool) -> str:
+        """Canonicalise a client path for ``caller`` (see protocol.paths)."""
+        return canonicalize(raw, caller.home, allow_special, self.limits.path_max)
+
+    def quota(self, domid: int, name: str) -> int:
+        """The limit ``name`` in force for ``domid``."""
+        return int(getattr(self.limits, name.replace("-", "_")))
+
+    def node_allowance(self, caller: Caller) -> int:
+        """How many more nodes ``caller`` may own (-1: unlimited)."""
+        if caller.privileged:
+            return -1
+        limit = self.quota(caller.domid, "nodes")
+        if not limit:
+            return -1
+        return max(0, limit - self.tree.owner_count.get(caller.domid, 0))
+
+    def domain_exists(self, domid: int) -> bool:
+        return self.backend.exists(domid)
+
+    def _stale(self, domid: int, node_gen: int) -> bool:
+        if domid == DOMID_ANY:
+            return False
+        dom = self.domains.get(domid)
+        if dom is None:
+            return domid != self.priv_domid
+        return dom.born_gen > node_gen
+
+    # -- watches ---------------------------------------------------------------------
+    def fire(self, path: str, exact: bool, extra: tuple[Perms, ...]) -> None:
+        """A change at ``path`` (see WatchRegistry.fire); buffered during a commit."""
+        if self._replay_events is not None:
+            self._replay_events.append((path, exact, extra))
+            return
+        self.watches.fire(path, exact, self.tree, extra, self.stale)
+
+    def enqueue_event(self, conn: Connection, msg: bytes) -> None:
+        """Queue a watch event, dropping it if an unprivileged reader has stopped reading.
+
+        A privileged socket is never dropped from here: the runtime closes it when its
+        transport buffer passes the configured cap.
+        """
+        if conn.out_bytes > self.event_queue_max and not conn.caller.privileged:
+            conn.events_dropped += 1
+            self.stats["events_dropped"] += 1
+            return
+        conn.out.append(msg)
+        conn.out_bytes += len(msg)
+        self.stats["events"] += 1
+        self.woken.add(conn)
+
+    # -- transactions ----------------------------------------------------------------
+    def commit(self, conn: Connection, txn: Transaction) -> None:
+        """Validate and apply a transaction (see core.transactions).
+
+        Raises:
+            Again: an observation no longer holds, or a request failed on replay.
+            XenstoreError: a quota refused the replayed changes.
+        """
+        if not txn.ops:
+            if not txn.validate(self.conflicts):
+                self.stats["conflicts"] += 1
+                raise Again()
+            self.stats["commits"] += 1
+            return
+        if not txn.validate(self.conflicts):
+            self.stats["conflicts"] += 1
+            raise Again()
+        tree = self.tree
+        events: list[tuple[str, bool, tuple[Perms, ...]]] = []
+        self._replay_events = events
+        tree.begin_journal()
+        try:
+            for handler, payload in txn.ops:
+                handler(self, conn, tree, None, payload)
+        except XenstoreError as err:
+            tree.end_journal(rollback=True)
+            self._replay_events = None
+            self.stats["conflicts"] += 1
+            if err.name in ("ENOSPC", "ENOMEM"):
+                raise
+            raise Again() from None
+        except BaseException:
+            tree.end_journal(rollback=True)
+            self._replay_events = None
+            raise
+        tree.end_journal(rollback=False)
+        self._replay_events = None
+        self.stats["commits"] += 1
+        fire = self.watches.fire
+        for path, exact, extra in events:
+            fire(path, exact, tree, extra, self.stale)
+
+    # -- domains ---------------------------------------------------------------------
+    def reintroduce(self, dom: Domain, port: int) -> None:
+        """INTRODUCE of a known domain: rebind, and reset its connection's state."""
+        dom.port = port
+        self.backend.reintroduce(dom, port)
+        conn = dom.conn
+        if conn is not None:
+            self.watches.remove_all(conn)
+            conn.transactions.clear()
+            conn.out.clear()
+            conn.out_bytes = 0
+            conn.reader.reset()
+
+    def check(self) -> list[str]:
+        """Consistency check of the tree (CONTROL check); returns the problems found."""
+        problems: list[str] = []
+        nodes = self.tree.nodes
+        counts: dict[int, int] = {}
+        for path, node in nodes.items():
+            if path[:1] != "/":
+                continue
+            counts[node.owner] = counts.get(node.owner, 0) + 1
+            if path == "/":
+                continue
+            parent = nodes.get(parent_of(path))
+            if parent is None or path[path.rfind("/") + 1 :] not in parent.children:
+                problems.append(f"orphan node {path}")
+        for path, node in nodes.items():
+            prefix = path + "/" if path != "/" else "/"
+            for name in node.children:
+                if prefix + name not in nodes:
+                    problems.append(f"missing child {prefix + name}")
+        for domid in set(counts) | set(self.tree.owner_count):
+            if self.tree.owner_count.get(domid, 0) != counts.get(domid, 0):
+                problems.append(f"node count of domain {domid} is wrong")
+        return problems
+
+    def destroy_domain(self, domid: int) -> None:
+        """A domain died or was released: remove its nodes and grants, tell watchers."""
+        dom = self.domains.pop(domid, None)
+        if dom is not None and dom.conn is not None:
+            self.disconnect(dom.conn)
+        tree = self.tree
+        owned = [p for p, n in tree.nodes.items() if n.owner == domid and p[:1] == "/"]
+        owned.sort(key=len)
+        for path in owned:
+            node = tree.nodes.get(path)
+            if node is None or path == "/":
+                continue
+            removed = tree.remove(path)
+            perms_of = {p: n.perms for p, n in removed}
+            for p, n in removed[:-1]:
+                self.fire(p, True, (n.perms, perms_of[parent_of(p)]))
+            self.fire(path, False, (node.perms,))
+        for path, node in list(tree.nodes.items()):
+            perms = node.perms
+            if len(perms) > 1 and any(d == domid for _, d in perms[1:]):
+                kept = (perms[0], *(e for e in perms[1:] if e[1] != domid))
+                tree.set_perms(path, kept)
+        self.watches.fire_special("@releaseDomain", domid, tree)

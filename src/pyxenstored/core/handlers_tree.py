@@ -1,0 +1,202 @@
+"""Handlers of the tree operations: READ, WRITE, MKDIR, RM, DIRECTORY, DIRECTORY_PART,
+GET_PERMS, SET_PERMS (xenstore-protocol.md §1.4, §3.4).
+
+Each handler takes the engine, the connection, the view (the live tree or a transaction's
+view), the transaction (or None) and the raw payload, and returns the reply payload. It
+raises :class:`~pyxenstored.errors.XenstoreError` to refuse. Handlers never write to a
+connection: watch events go through ``engine.fire`` (which does nothing for a
+transaction view: events of a transaction are produced when its commit is replayed).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import Invalid, NoEntry, NoSpace, NotPermitted, PermissionDenied
+from ..protocol.args import one_arg, split_write, strings
+from ..protocol.paths import parent_of
+from ..protocol.perms import READ, WRITE, format_perms, parse_perms
+from ..protocol.wire import PAYLOAD_MAX
+from ..store.node import CHILDREN, EXISTS, PERMS, VALUE
+from .access import View, create_path, lookup, missing_error
+from .permissions import OWNER, access
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .engine import Engine
+    from .transactions import Transaction
+
+__all__ = [
+    "h_directory",
+    "h_directory_part",
+    "h_get_perms",
+    "h_mkdir",
+    "h_read",
+    "h_rm",
+    "h_set_perms",
+    "h_write",
+]
+
+OK = b"OK\0"
+
+
+def h_read(
+    e: Engine, conn: Connection, view: View, txn: Transaction | None, payload: bytes
+) -> bytes:
+    caller = conn.caller
+    path = e.canonical(caller, one_arg(payload), False)
+    node = view.get(path, VALUE | PERMS)
+    if node is None:
+        raise missing_error(caller, view, path, READ, e.stale)
+    if not caller.privileged and not access(caller, node.perms, node.gen, e.stale) & READ:
+        raise PermissionDenied()
+    return node.value
+
+
+def _check_size(e: Engine, conn: Connection, size: int) -> None:
+    caller = conn.caller
+    if not caller.privileged and e.limits.exceeded(size, e.quota(caller.domid, "node-size")):
+        raise NoSpace("node-size quota")
+
+
+def h_write(
+    e: Engine, conn: Connection, view: View, txn: Transaction | None, payload: bytes
+) -> bytes:
+    caller = conn.caller
+    raw, value = split_write(payload)
+    path = e.canonical(caller, raw, False)
+    node = view.get(path, PERMS)
+    if node is not None:
+        if not caller.privileged:
+            if not access(caller, node.perms, node.gen, e.stale) & WRITE:
+                raise PermissionDenied()
+            _check_size(e, conn, node.size() - len(node.value) + len(value))
+        view.set_value(path, value)
+    else:
+        if not caller.privileged:
+            _check_size(e, conn, 16 + 8 * 5 + len(value))
+        create_path(caller, view, path, value, e.stale, e.node_allowance(caller))
+    if view.live:
+        e.fire(path, False, ())
+    return OK
+
+
+def h_mkdir(
+    e: Engine, conn: Connection, view: View, txn: Transaction | None, payload: bytes
+) -> bytes:
+    caller = conn.caller
+    path = e.canonical(caller, one_arg(payload), False)
+    node = view.get(path, PERMS)
+    if node is not None:
+        if not caller.privileged and not access(caller, node.perms, node.gen, e.stale) & WRITE:
+            raise PermissionDenied()
+        return OK
+    create_path(caller, view, path, b"", e.stale, e.node_allowance(caller))
+    if view.live:
+        e.fire(path, False, ())
+    return OK
+
+
+def h_rm(e: Engine, conn: Connection, view: View, txn: Transaction | None, payload: bytes) -> bytes:
+    caller = conn.caller
+    path = e.canonical(caller, one_arg(payload), False)
+    if path == "/":
+        raise Invalid("cannot remove the root")
+    node = view.get(path, PERMS)
+    if node is None:
+        err = missing_error(caller, view, path, WRITE, e.stale)
+        if isinstance(err, NoEntry) and view.get(parent_of(path), EXISTS) is not None:
+            return OK
+        raise err
+    if not caller.privileged and not access(caller, node.perms, node.gen, e.stale) & WRITE:
+        raise PermissionDenied()
+    removed = view.remove(path)
+    if view.live:
+        perms_of = {p: n.perms for p, n in removed}
+        for p, n in removed[:-1]:
+            parent_perms = perms_of[parent_of(p)]
+            e.fire(p, True, (n.perms, parent_perms))
+        e.fire(path, False, (node.perms,))
+    return OK
+
+
+def h_directory(
+    e: Engine, conn: Connection, view: View, txn: Transaction | None, payload: bytes
+) -> bytes:
+    caller = conn.caller
+    path = e.canonical(caller, one_arg(payload), False)
+    return lookup(caller, view, path, READ, CHILDREN, e.stale).listing()
+
+
+def _strtoul(text: bytes) -> int:
+    """C ``strtoul(text, NULL, 10)``: leading digits only, ``-`` wraps around."""
+    t = text.lstrip(b" \t\n\v\f\r")
+    neg = t[:1] == b"-"
+    if t[:1] in (b"-", b"+"):
+        t = t[1:]
+    n = 0
+    for c in t:
+        if not 48 <= c <= 57:
+            break
+        n = min(n * 10 + c - 48, 2**64 - 1)
+    return (-n) % 2**64 if neg else n
+
+
+def h_directory_part(
+    e: Engine, conn: Connection, view: View, txn: Transaction | None, payload: bytes
+) -> bytes:
+    caller = conn.caller
+    args = strings(payload)
+    if len(args) != 2:
+        raise Invalid("DIRECTORY_PART takes a path and an offset")
+    path = e.canonical(caller, args[0], False)
+    node = lookup(caller, view, path, READ, CHILDREN, e.stale)
+    offset = _strtoul(args[1])
+    gen = b"%d\0" % node.gen
+    listing = node.listing()
+    if offset >= len(listing):
+        return gen + b"\0"
+    room = PAYLOAD_MAX - len(gen) - 1
+    chunk = listing[offset:]
+    if len(chunk) <= room:
+        return gen + chunk + b"\0"
+    cut = chunk.rfind(b"\0", 0, room) + 1
+    return gen + chunk[:cut]
+
+
+def h_get_perms(
+    e: Engine, conn: Connection, view: View, txn: Transaction | None, payload: bytes
+) -> bytes:
+    caller = conn.caller
+    path = e.canonical(caller, one_arg(payload), True)
+    return format_perms(lookup(caller, view, path, READ, PERMS, e.stale).perms)
+
+
+def h_set_perms(
+    e: Engine, conn: Connection, view: View, txn: Transaction | None, payload: bytes
+) -> bytes:
+    caller = conn.caller
+    args = strings(payload)
+    if len(args) < 2:
+        raise Invalid("SET_PERMS needs a path and at least one permission")
+    if not caller.privileged and e.limits.exceeded(
+        len(args) - 1, e.quota(caller.domid, "node-permissions")
+    ):
+        raise NoSpace("node-permissions quota")
+    perms = parse_perms(args[1:])
+    path = e.canonical(caller, args[0], True)
+    node = lookup(caller, view, path, WRITE, PERMS, e.stale)
+    if not caller.privileged and not access(caller, node.perms, node.gen, e.stale) & OWNER:
+        raise PermissionDenied()
+    if not caller.privileged and perms[0][1] != node.perms[0][1]:
+        raise NotPermitted("only the privileged domain may change the owner")
+    if not e.domain_exists(perms[0][1]):
+        raise NoEntry("owner domain does not exist")
+    old = node.perms
+    view.set_perms(path, perms)
+    if view.live:
+        if path[:1] == "@":
+            pass  # special nodes have no watchers of their own path changes
+        else:
+            e.fire(path, False, (old,))
+    return OK

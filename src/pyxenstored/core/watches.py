@@ -1,0 +1,167 @@
+"""Watches: registration, matching and delivery (xenstore-protocol.md §4).
+
+Watches are indexed by their canonical path. An event for path P visits P and each of
+its ancestors (SUBTREE) or only P (EXACT, used for the descendants of a removed node), so
+its cost depends on the depth of P and the number of matching watches, never on the
+number of watches registered elsewhere or on the number of connections.
+
+Delivery filters unprivileged watchers by read permission on the node or its parent
+(XSA-115; for SET_PERMS the old permissions count too). The initial event after WATCH is
+never filtered. An event longer than the payload limit is dropped, as C does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..protocol.paths import ancestors, parent_of
+from ..protocol.perms import READ, Perms
+from ..protocol.wire import HEADER, PAYLOAD_MAX, Op
+from ..store.tree import Tree
+from .connection import Connection
+from .permissions import StaleCheck, access
+
+__all__ = ["Watch", "WatchRegistry"]
+
+_pack = HEADER.pack
+_WATCH_EVENT = int(Op.WATCH_EVENT)
+
+
+class Watch:
+    """One (path, token) registration of one connection."""
+
+    __slots__ = ("conn", "depth", "path", "strip", "token")
+
+    def __init__(self, conn: Connection, path: str, token: bytes, strip: int, depth: int) -> None:
+        self.conn = conn
+        self.path = path
+        self.token = token
+        #: characters to cut from the front of event paths (relative watches), else 0.
+        self.strip = strip
+        #: maximum depth below ``path`` (-1: unlimited).
+        self.depth = depth
+
+
+def event_message(epath: str, token: bytes) -> bytes | None:
+    """An encoded WATCH_EVENT, or None if it would exceed the payload limit."""
+    body = epath.encode("ascii") + b"\0" + token + b"\0"
+    if len(body) > PAYLOAD_MAX:
+        return None
+    return _pack(_WATCH_EVENT, 0, 0, len(body)) + body
+
+
+class WatchRegistry:
+    """Every watch of every connection, by canonical path."""
+
+    __slots__ = ("by_path", "count", "enqueue")
+
+    def __init__(self, enqueue: Callable[[Connection, bytes], None]) -> None:
+        self.by_path: dict[str, list[Watch]] = {}
+        self.count = 0
+        #: how an event reaches a connection (the engine bounds queues there).
+        self.enqueue = enqueue
+
+    def add(self, watch: Watch) -> None:
+        self.by_path.setdefault(watch.path, []).append(watch)
+        watch.conn.watches[(watch.path, watch.token)] = watch
+        self.count += 1
+
+    def remove(self, watch: Watch) -> None:
+        lst = self.by_path.get(watch.path)
+        if lst is not None:
+            lst.remove(watch)
+            if not lst:
+                del self.by_path[watch.path]
+        watch.conn.watches.pop((watch.path, watch.token), None)
+        self.count -= 1
+
+    def remove_all(self, conn: Connection) -> None:
+        for watch in list(conn.watches.values()):
+            self.remove(watch)
+
+    def fire(
+        self,
+        path: str,
+        exact: bool,
+        tree: Tree,
+        extra: tuple[Perms, ...],
+        stale: StaleCheck | None,
+    ) -> None:
+        """Deliver the event for a change at ``path``.
+
+        Args:
+            path: the changed node (absolute).
+            exact: only watches on ``path`` itself (descendants of a removed node).
+            tree: the live tree, for the current permissions of the node and its parent.
+            extra: permissions that also grant the event (old perms, a removed node's).
+            stale: the stale-grant rule for permission checks.
+        """
+        by_path = self.by_path
+        if not by_path:
+            return
+        for anc in (path,) if exact else ancestors(path):
+            watches = by_path.get(anc)
+            if not watches:
+                continue
+            below = 0 if anc == path else path.count("/") - (0 if anc == "/" else anc.count("/"))
+            for w in watches:
+                if w.depth >= 0 and below > w.depth:
+                    continue
+                conn = w.conn
+                if not conn.caller.privileged and not _may_see(conn, path, tree, extra, stale):
+                    continue
+                msg = event_message(path[w.strip :] if w.strip else path, w.token)
+                if msg is not None:
+                    self.enqueue(conn, msg)
+
+    def fire_special(self, name: str, domid: int | None, tree: Tree) -> None:
+        """Deliver ``@introduceDomain`` / ``@releaseDomain`` (§4.5).
+
+        A watch on the bare name without depth gets the bare name; with depth 1 it gets
+        ``name/<domid>``; a watch on ``name/<domid>`` gets only that domain's events.
+        Readers need read permission on the special node.
+        """
+        node = tree.nodes.get(name)
+        perms = () if node is None else (node.perms,)
+        targets: list[tuple[list[Watch], str | None]] = []
+        if name in self.by_path:
+            targets.append((self.by_path[name], None))
+        if domid is not None:
+            own = f"{name}/{domid}"
+            if own in self.by_path:
+                targets.append((self.by_path[own], own))
+        for watches, fixed in targets:
+            for w in watches:
+                if fixed is None and domid is None and w.depth > 0:
+                    continue
+                if fixed is not None:
+                    epath = fixed
+                elif w.depth > 0 and domid is not None:
+                    epath = f"{name}/{domid}"
+                else:
+                    epath = name
+                conn = w.conn
+                if not conn.caller.privileged and not any(
+                    access(conn.caller, p, tree.gen, None) & READ for p in perms
+                ):
+                    continue
+                msg = event_message(epath, w.token)
+                if msg is not None:
+                    self.enqueue(conn, msg)
+
+
+def _may_see(
+    conn: Connection, path: str, tree: Tree, extra: tuple[Perms, ...], stale: StaleCheck | None
+) -> bool:
+    caller = conn.caller
+    gen = tree.gen
+    for perms in extra:
+        if access(caller, perms, gen, stale) & READ:
+            return True
+    node = tree.nodes.get(path)
+    if node is not None and access(caller, node.perms, node.gen, stale) & READ:
+        return True
+    if path == "/":
+        return False
+    parent = tree.nodes.get(parent_of(path))
+    return parent is not None and bool(access(caller, parent.perms, parent.gen, stale) & READ)

@@ -1,0 +1,113 @@
+"""Xenstore errors, named as they travel on the wire.
+
+Every refusal inside the daemon is a :class:`XenstoreError` whose ``name`` is one of the
+16 errno names of ``xs_wire.h`` (in that table's order, :data:`ERRNO_NAMES`). The
+dispatcher turns it into an ``XS_ERROR`` reply in exactly one place; any other exception
+becomes ``EIO`` and is logged. A name missing from the table is sent as ``EINVAL``
+(xenstore-protocol.md §1.5).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ERRNO_NAMES",
+    "Again",
+    "Busy",
+    "Exists",
+    "InternalError",
+    "Invalid",
+    "NoEntry",
+    "NoMemory",
+    "NoSpace",
+    "NotPermitted",
+    "PermissionDenied",
+    "TooBig",
+    "Unsupported",
+    "XenstoreError",
+    "wire_name",
+]
+
+#: The errno names of xs_wire.h, in table order; new entries may only be appended.
+ERRNO_NAMES: tuple[str, ...] = (
+    "EINVAL",
+    "EACCES",
+    "EEXIST",
+    "EISDIR",
+    "ENOENT",
+    "ENOMEM",
+    "ENOSPC",
+    "EIO",
+    "ENOTEMPTY",
+    "ENOSYS",
+    "EROFS",
+    "EBUSY",
+    "EAGAIN",
+    "EISCONN",
+    "E2BIG",
+    "EPERM",
+)
+_KNOWN = frozenset(ERRNO_NAMES)
+
+
+def wire_name(name: str) -> str:
+    """Return ``name`` if the wire table knows it, else ``EINVAL`` (as C does)."""
+    return name if name in _KNOWN else "EINVAL"
+
+
+class XenstoreError(Exception):
+    """A request refused with an errno name. Subclasses fix the name."""
+
+    name: str = "EINVAL"
+
+    def __init__(self, detail: str = "", name: str | None = None) -> None:
+        super().__init__(detail or self.name)
+        if name is not None:
+            self.name = name
+
+
+class Invalid(XenstoreError):
+    name = "EINVAL"
+
+
+class PermissionDenied(XenstoreError):
+    name = "EACCES"
+
+
+class Exists(XenstoreError):
+    name = "EEXIST"
+
+
+class NoEntry(XenstoreError):
+    name = "ENOENT"
+
+
+class NoMemory(XenstoreError):
+    name = "ENOMEM"
+
+
+class NoSpace(XenstoreError):
+    name = "ENOSPC"
+
+
+class InternalError(XenstoreError):
+    name = "EIO"
+
+
+class Unsupported(XenstoreError):
+    name = "ENOSYS"
+
+
+class Busy(XenstoreError):
+    name = "EBUSY"
+
+
+class Again(XenstoreError):
+    name = "EAGAIN"
+
+
+class TooBig(XenstoreError):
+    name = "E2BIG"
+
+
+class NotPermitted(XenstoreError):
+    name = "EPERM"

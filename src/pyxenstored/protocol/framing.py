@@ -1,0 +1,75 @@
+"""Incremental framing: bytes in, whole packets out, across any split.
+
+:class:`PacketReader` is fed whatever a transport received and returns the packets that
+are now complete. A header announcing more than :data:`PAYLOAD_MAX` bytes is a broken
+peer, not a bad request: :class:`FramingError` tells the transport to cut the connection
+(a socket is closed; a ring gets error 3, XENSTORE_ERROR_PROTO) (xenstore-protocol.md §1.2).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .wire import HEADER, HEADER_SIZE, PAYLOAD_MAX
+
+__all__ = ["FramingError", "Packet", "PacketReader"]
+
+_unpack_from = HEADER.unpack_from
+
+
+class Packet(NamedTuple):
+    """One decoded message."""
+
+    op: int
+    req_id: int
+    tx_id: int
+    payload: bytes
+
+
+class FramingError(Exception):
+    """The peer broke the framing rules; the connection must be dropped."""
+
+
+class PacketReader:
+    """Reassembles packets from a byte stream.
+
+    ``feed`` never raises for a partial packet; it keeps the remainder. After a
+    :class:`FramingError` the reader must not be used again.
+    """
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    @property
+    def pending(self) -> int:
+        """Bytes received but not yet part of a complete packet."""
+        return len(self._buf)
+
+    def reset(self) -> None:
+        """Forget any partial packet (ring reconnection, INTRODUCE)."""
+        self._buf = b""
+
+    def feed(self, data: bytes) -> list[Packet]:
+        """Add ``data`` and return every packet completed by it, in order.
+
+        Raises:
+            FramingError: a header announced a payload longer than PAYLOAD_MAX.
+        """
+        buf = self._buf + data if self._buf else data
+        out: list[Packet] = []
+        pos = 0
+        end = len(buf)
+        while end - pos >= HEADER_SIZE:
+            op, req_id, tx_id, length = _unpack_from(buf, pos)
+            if length > PAYLOAD_MAX:
+                self._buf = b""
+                raise FramingError(f"payload length {length} exceeds {PAYLOAD_MAX}")
+            stop = pos + HEADER_SIZE + length
+            if stop > end:
+                break
+            out.append(Packet(op, req_id, tx_id, bytes(buf[pos + HEADER_SIZE : stop])))
+            pos = stop
+        self._buf = bytes(buf[pos:]) if pos < end else b""
+        return out

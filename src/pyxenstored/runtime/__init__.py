@@ -1,0 +1,1 @@
+"""The asyncio runtime: wires transports to the sans-I/O engine."""

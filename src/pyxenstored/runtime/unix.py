@@ -1,0 +1,123 @@
+"""The Unix-socket transport: every socket client is the privileged domain, as in C.
+
+Flow control: when a client stops reading and its write buffer passes the high-water
+mark, we stop reading its requests (it cannot make us queue more replies). Watch events
+caused by *other* clients still arrive; if the buffer passes ``socket_buffer_max`` the
+client is cut off with a log line, so a watcher that never reads cannot grow memory
+without bound or slow a writer down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import stat
+from typing import TYPE_CHECKING, Any, cast
+
+from ..core.caller import Caller
+from ..core.connection import Connection
+from ..protocol.framing import FramingError
+
+if TYPE_CHECKING:
+    from .server import Server
+
+__all__ = ["SocketProtocol", "listen_unix"]
+
+log = logging.getLogger("pyxenstored.unix")
+
+
+class SocketProtocol(asyncio.Protocol):
+    """One accepted client connection."""
+
+    __slots__ = ("conn", "server", "transport")
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.conn: Connection | None = None
+
+    # asyncio callbacks ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport; they implement it.
+        self.transport = cast(asyncio.Transport, transport)
+        engine = self.server.engine
+        conn = engine.connect(Caller(engine.priv_domid, True), "socket")
+        conn.sink = self
+        self.conn = conn
+        self.transport.set_write_buffer_limits(high=256 * 1024)
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        if conn is None or conn.closed:
+            return
+        server = self.server
+        try:
+            server.engine.feed(conn, data)
+        except FramingError as err:
+            log.warning("dropping socket connection %d: %s", conn.id, err)
+            server.engine.disconnect(conn)
+            assert self.transport is not None
+            self.transport.abort()
+            server.flush()
+            return
+        out = conn.out
+        if out:
+            self.deliver(conn)
+        if server.engine.woken:
+            server.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn is not None:
+            self.server.engine.disconnect(self.conn)
+        self.server.forget(self)
+
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    # delivery -------------------------------------------------------------------------
+    def deliver(self, conn: Connection) -> None:
+        """Hand the connection's queued messages to the socket."""
+        transport = self.transport
+        out = conn.take_output()
+        if transport is None or transport.is_closing():
+            return
+        if len(out) == 1:
+            transport.write(out[0])
+        else:
+            transport.write(b"".join(out))
+        if transport.get_write_buffer_size() > self.server.socket_buffer_max:
+            log.warning(
+                "closing socket connection %d: %d bytes of replies and events unread",
+                conn.id,
+                transport.get_write_buffer_size(),
+            )
+            self.server.engine.disconnect(conn)
+            transport.abort()
+
+
+async def listen_unix(server: Server, path: str, backlog: int) -> asyncio.AbstractServer:
+    """Bind the daemon socket: stale file removed, mode 0600, directory created."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    loop = asyncio.get_running_loop()
+    factory: Any = lambda: server.track(SocketProtocol(server))  # noqa: E731
+    return await loop.create_unix_server(factory, sock=sock, backlog=backlog)

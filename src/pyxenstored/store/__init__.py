@@ -1,0 +1,1 @@
+"""Sans-I/O store: the tree of nodes as a data structure, no permissions or watches."""

@@ -1,0 +1,153 @@
+"""The live tree: a flat map from absolute path to :class:`Node`.
+
+Paths are keys, so lookups cost one dict probe whatever the depth, and nothing here
+recurses (XSA-418: a deep tree must not exhaust the stack). Special ``@`` nodes live in
+the same map but are nobody's children.
+
+Every change bumps a global generation and stamps the changed node (and a parent whose
+child list changed) with it, as C does; ``changes`` counts modifications so that a
+transaction can tell "nothing happened since I started" in O(1). Per-owner node counts
+are kept exact on every create, remove and owner change. An optional journal records
+the prior state of every path it touches so that a failed commit can be rolled back.
+"""
+
+from __future__ import annotations
+
+from ..protocol.paths import parent_of
+from ..protocol.perms import Perms
+from .node import Node
+
+__all__ = ["Tree"]
+
+_ABSENT: Node | None = None
+
+
+class Tree:
+    """The live store. Callers check permissions and quotas before calling."""
+
+    __slots__ = ("changes", "gen", "journal", "nodes", "owner_count")
+
+    #: Changes made through this view are real: handlers fire watches for them.
+    live = True
+
+    def __init__(self, root_perms: Perms) -> None:
+        self.nodes: dict[str, Node] = {"/": Node(b"", root_perms, gen=0)}
+        self.gen = 0
+        self.changes = 0
+        self.owner_count: dict[int, int] = {root_perms[0][1]: 1}
+        self.journal: list[tuple[str, Node | None]] | None = None
+
+    # -- reading ---------------------------------------------------------------------
+    def get(self, path: str, facets: int = 0) -> Node | None:
+        """The node at ``path`` or None. ``facets`` matters only to transaction views."""
+        return self.nodes.get(path)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    # -- writing ---------------------------------------------------------------------
+    def _own(self, path: str, node: Node) -> Node:
+        """The node to mutate: a fresh copy if a transaction holds the old one."""
+        if self.journal is not None:
+            self.journal.append((path, node.copy() if not node.shared else node))
+        if node.shared:
+            node = node.copy()
+            self.nodes[path] = node
+        return node
+
+    def _stamp(self, node: Node) -> None:
+        self.gen += 1
+        self.changes += 1
+        node.gen = self.gen
+
+    def set_value(self, path: str, value: bytes) -> None:
+        """Replace the value of an existing node."""
+        node = self._own(path, self.nodes[path])
+        node.value = value
+        self._stamp(node)
+
+    def set_perms(self, path: str, perms: Perms) -> None:
+        """Replace the permissions of an existing node (the owner count follows)."""
+        node = self._own(path, self.nodes[path])
+        old_owner = node.perms[0][1]
+        node.perms = perms
+        new_owner = perms[0][1]
+        if new_owner != old_owner:
+            self._count(old_owner, -1)
+            self._count(new_owner, 1)
+        self._stamp(node)
+
+    def create(self, path: str, value: bytes, perms: Perms) -> None:
+        """Create a node whose parent exists and which does not exist itself."""
+        parent_path = parent_of(path)
+        parent = self._own(parent_path, self.nodes[parent_path])
+        parent.children[path[path.rfind("/") + 1 :]] = None
+        self._stamp(parent)
+        node = Node(value, perms, gen=parent.gen)
+        if self.journal is not None:
+            self.journal.append((path, _ABSENT))
+        self.nodes[path] = node
+        self._count(perms[0][1], 1)
+
+    def create_special(self, path: str, perms: Perms) -> None:
+        """Create an ``@`` node, outside the tree."""
+        self.nodes[path] = Node(b"", perms, gen=self.gen)
+
+    def remove(self, path: str) -> list[tuple[str, Node]]:
+        """Remove ``path`` and its subtree; return them deepest first (post-order).
+
+        The walk is iterative. The returned nodes are the removed objects, so callers
+        can still see their permissions when firing watches.
+        """
+        nodes = self.nodes
+        order: list[tuple[str, Node]] = []
+        stack = [path]
+        while stack:
+            p = stack.pop()
+            node = nodes[p]
+            order.append((p, node))
+            prefix = p + "/" if p != "/" else "/"
+            stack.extend(prefix + name for name in node.children)
+        # Pre-order reversed is a valid post-order: every child precedes its parent.
+        order.reverse()
+        journal = self.journal
+        for p, node in order:
+            if journal is not None:
+                journal.append((p, node))
+            del nodes[p]
+            self._count(node.perms[0][1], -1)
+        parent_path = parent_of(path)
+        parent = self._own(parent_path, nodes[parent_path])
+        del parent.children[path[path.rfind("/") + 1 :]]
+        self._stamp(parent)
+        return order
+
+    def _count(self, owner: int, delta: int) -> None:
+        counts = self.owner_count
+        n = counts.get(owner, 0) + delta
+        if n:
+            counts[owner] = n
+        else:
+            counts.pop(owner, None)
+
+    # -- journal ---------------------------------------------------------------------
+    def begin_journal(self) -> None:
+        """Start recording prior states (for an all-or-nothing commit)."""
+        self.journal = []
+
+    def end_journal(self, rollback: bool) -> None:
+        """Stop recording; with ``rollback`` restore every journaled path."""
+        journal, self.journal = self.journal, None
+        if not rollback or not journal:
+            return
+        nodes = self.nodes
+        for path, before in reversed(journal):
+            current = nodes.get(path)
+            if current is not None:
+                self._count(current.perms[0][1], -1)
+            if before is None:
+                nodes.pop(path, None)
+            else:
+                nodes[path] = before
+                self._count(before.perms[0][1], 1)
+        self.changes += 1
