@@ -79,7 +79,23 @@ def h_release(
 def h_get_domain_path(
     e: Engine, conn: Connection, view: View, txn: Transaction | None, payload: bytes
 ) -> bytes:
-    return b"/local/domain/%d\0" % parse_domid(one_arg(payload))
+    # C 4.17 and oxenstored read this domid with atoi(): "" and "abc" mean 0. Real
+    # clients and the recorded vectors depend on that, so we keep it here.
+    return b"/local/domain/%d\0" % _atoi(one_arg(payload))
+
+
+def _atoi(raw: bytes) -> int:
+    digits = raw.lstrip(b" \t\n\v\f\r")
+    sign = -1 if digits[:1] == b"-" else 1
+    if digits[:1] in (b"-", b"+"):
+        digits = digits[1:]
+    n = 0
+    for c in digits:
+        if not 48 <= c <= 57:
+            break
+        n = n * 10 + c - 48
+    value = (sign * n) & 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
 
 
 def h_is_domain_introduced(

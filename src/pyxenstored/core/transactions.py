@@ -29,9 +29,8 @@ as absent. T1 commits; ``/local/domain`` is now a new object with an extra child
 T2's commit its base differs by identity, but EXISTS and PERMS compare equal, and T2's
 new path is still absent: T2 commits too. Under ``generation`` T2 gets EAGAIN.
 
-If the live tree changes between two reads of one path inside the transaction and the
-two observations disagree, the transaction is *doomed*: it has seen a state that no
-single commit point explains, so it ends in EAGAIN.
+Reads are repeatable, as in C: once a transaction has looked at a path it keeps seeing
+that state (or its own changes), and its commit fails if the state no longer holds.
 """
 
 from __future__ import annotations
@@ -65,7 +64,7 @@ class TxnView:
 
     live = False
 
-    __slots__ = ("bases", "dirty", "doomed", "observed", "overlay", "structural", "tree")
+    __slots__ = ("bases", "dirty", "observed", "overlay", "structural", "tree")
 
     def __init__(self, tree: Tree) -> None:
         self.tree = tree
@@ -78,27 +77,8 @@ class TxnView:
         #: path -> (live node observed or None, facets observed).
         self.observed: dict[str, tuple[Node | None, int]] = {}
         self.structural = False
-        self.doomed = False
 
     # -- observing -------------------------------------------------------------------
-    def _observe(self, path: str, base: Node | None, facets: int) -> None:
-        seen = self.observed.get(path)
-        if seen is None:
-            if base is not None:
-                base.shared = True
-            self.observed[path] = (base, facets)
-            return
-        old, old_facets = seen
-        if old is base:
-            if facets & ~old_facets:
-                self.observed[path] = (old, old_facets | facets)
-            return
-        # The live node changed between two looks: consistent only if the facets agree.
-        if old is None or base is None or not _facets_equal(old, base, old_facets | facets):
-            self.doomed = True
-        elif facets & ~old_facets:
-            self.observed[path] = (old, old_facets | facets)
-
     def _hidden(self, path: str) -> bool:
         """True if an ancestor was removed or created by this transaction, so a live
         node at ``path`` that the overlay does not know of is not in this view."""
@@ -111,7 +91,11 @@ class TxnView:
         return False
 
     def get(self, path: str, facets: int = 0) -> Node | None:
-        """The node as this transaction sees it, recording what was looked at."""
+        """The node as this transaction sees it, recording what was looked at.
+
+        Reads are repeatable: the first look at a live path fixes the state this
+        transaction sees there (the base), and commit checks that state is still true.
+        """
         overlay = self.overlay
         if path in overlay:
             node = overlay[path]
@@ -124,20 +108,39 @@ class TxnView:
             return node
         if self.structural and path[:1] == "/" and self._hidden(path):
             return None
+        seen = self.observed.get(path)
+        if seen is not None:
+            base, old = seen
+            if facets & ~old:
+                self.observed[path] = (base, old | facets)
+            return base
         live = self.tree.nodes.get(path)
-        self._observe(path, live, facets)
+        if live is not None:
+            live.shared = True
+        self.observed[path] = (live, facets)
         return live
+
+    def _observe(self, path: str, base: Node, facets: int) -> None:
+        seen = self.observed.get(path)
+        if seen is None:
+            self.observed[path] = (base, facets)
+        elif facets & ~seen[1]:
+            self.observed[path] = (seen[0], seen[1] | facets)
 
     # -- changing --------------------------------------------------------------------
     def _mutable(self, path: str, facet: int) -> Node:
         node = self.overlay.get(path, _MISSING)
         if node is _MISSING:
-            live = self.tree.nodes[path]
-            self._observe(path, live, 0)
-            live.shared = True
-            node = live.copy()
+            seen = self.observed.get(path)
+            if seen is not None and seen[0] is not None:
+                base = seen[0]
+            else:
+                base = self.tree.nodes[path]
+                base.shared = True
+                self.observed[path] = (base, 0)
+            node = base.copy()
             self.overlay[path] = node
-            self.bases[path] = live
+            self.bases[path] = base
             self.dirty[path] = facet
         else:
             self.dirty[path] |= facet
@@ -207,8 +210,6 @@ class Transaction:
     def validate(self, mode: str) -> bool:
         """True if every observation still holds in the live tree (see module note)."""
         view = self.view
-        if view.doomed:
-            return False
         tree = view.tree
         if tree.changes == self.start_changes:
             return True
