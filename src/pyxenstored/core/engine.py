@@ -26,6 +26,7 @@ from ..errors import (
     XenstoreError,
     wire_name,
 )
+from ..protocol.args import one_arg
 from ..protocol.framing import Packet
 from ..protocol.paths import canonicalize, parent_of
 from ..protocol.perms import NONE, READ, Perms
@@ -99,6 +100,9 @@ class Engine:
         self.pending_features: dict[int, int] = {}
         self.woken: set[Connection] = set()
         self._next_conn = 1
+        #: Memos of canonical absolute paths: by whole one-argument payload, by raw path.
+        self._paths: dict[bytes, str] = {}
+        self._raw_paths: dict[bytes, str] = {}
         self._replay_events: list[tuple[str, bool, tuple[Perms, ...]]] | None = None
         #: Called as ``on_request(conn, packet, reply_message)`` when set (access log).
         self.on_request: Callable[[Connection, Packet, bytes], None] | None = None
@@ -148,39 +152,30 @@ class Engine:
         """Answer one request: its events and its reply go to the output queues."""
         op, req_id, tx_id, payload = packet
         conn.requests += 1
-        spec = TABLE.get(op)
+        after: bytes | None = None
         try:
+            spec = TABLE.get(op)
             if spec is None:
                 raise Unsupported()
             handler, flags = spec
-            if flags & PRIV and not conn.caller.privileged:
-                raise PermissionDenied()
-            txn = None
-            view: Any = self.tree
-            if tx_id and not flags & NOTID:
-                txn = conn.transactions.get(tx_id)
-                if txn is None:
-                    raise NoEntry("unknown transaction")
-                view = txn.view
-                if flags & MUTATES:
-                    self._check_txn_size(conn, txn)
-            result = handler(self, conn, view, txn, payload)
-            if txn is not None and flags & MUTATES and tx_id in conn.transactions:
-                txn.ops.append((handler, payload))
-            if type(result) is tuple:
-                reply, after = result
+            if tx_id == 0 and not flags & PRIV:
+                # The hot path: no transaction, no privilege check.
+                result = handler(self, conn, self.tree, None, payload)
             else:
-                reply, after = result, None
+                result = self._dispatch(conn, handler, flags, tx_id, payload)
+            if result.__class__ is bytes:
+                reply = result
+            else:
+                reply, after = result
             if len(reply) > PAYLOAD_MAX:
+                after = None
                 raise TooBig()
             msg = _pack(op, req_id, tx_id, len(reply)) + reply
         except XenstoreError as err:
             msg = _error_message(req_id, tx_id, err.name)
-            after = None
         except Exception:
             log.exception("internal error handling %r from %r", packet[:3], conn)
             msg = _error_message(req_id, tx_id, InternalError.name)
-            after = None
         out = conn.out
         out.append(msg)
         conn.out_bytes += len(msg)
@@ -189,6 +184,24 @@ class Engine:
             conn.out_bytes += len(after)
         if self.on_request is not None:
             self.on_request(conn, packet, msg)
+
+    def _dispatch(
+        self, conn: Connection, handler: Any, flags: int, tx_id: int, payload: bytes
+    ) -> Any:
+        """The general path: privilege check, transaction lookup, transaction logging."""
+        if flags & PRIV and not conn.caller.privileged:
+            raise PermissionDenied()
+        if not tx_id or flags & NOTID:
+            return handler(self, conn, self.tree, None, payload)
+        txn = conn.transactions.get(tx_id)
+        if txn is None:
+            raise NoEntry("unknown transaction")
+        if flags & MUTATES:
+            self._check_txn_size(conn, txn)
+        result = handler(self, conn, txn.view, txn, payload)
+        if flags & MUTATES and tx_id in conn.transactions:
+            txn.ops.append((handler, payload))
+        return result
 
     def _check_txn_size(self, conn: Connection, txn: Transaction) -> None:
         caller = conn.caller
@@ -201,8 +214,44 @@ class Engine:
 
     # -- helpers for handlers --------------------------------------------------------
     def canonical(self, caller: Caller, raw: bytes, allow_special: bool) -> str:
-        """Canonicalise a client path for ``caller`` (see protocol.paths)."""
-        return canonicalize(raw, caller.home, allow_special, self.limits.path_max)
+        """Canonicalise a client path for ``caller`` (see protocol.paths).
+
+        Absolute paths are memoised, keyed by the raw bytes.
+        """
+        path = self._raw_paths.get(raw)
+        if path is not None:
+            return path
+        path = canonicalize(raw, caller.home, allow_special, self.limits.path_max)
+        if raw[:1] == b"/":
+            paths = self._raw_paths
+            if len(paths) >= 8192:
+                paths.clear()
+            paths[raw] = path
+        return path
+
+    def one_path(self, caller: Caller, payload: bytes) -> str:
+        """The path of a one-argument request (READ, RM, ...), canonical, no ``@``.
+
+        Absolute paths are memoised by payload: a hit proves the payload had exactly one
+        trailing NUL and a valid path under the current path-max. The memo is bounded
+        and must be cleared when path-max changes (:meth:`limits_changed`).
+        """
+        path = self._paths.get(payload)
+        if path is not None:
+            return path
+        raw = one_arg(payload)
+        path = canonicalize(raw, caller.home, False, self.limits.path_max)
+        if raw[:1] == b"/":
+            paths = self._paths
+            if len(paths) >= 8192:
+                paths.clear()
+            paths[payload] = path
+        return path
+
+    def limits_changed(self) -> None:
+        """Drop what depends on the limits (call after changing ``self.limits``)."""
+        self._paths.clear()
+        self._raw_paths.clear()
 
     def quota(self, domid: int, name: str) -> int:
         """The limit ``name`` in force for ``domid``."""

@@ -44,7 +44,7 @@ def h_read(
     e: Engine, conn: Connection, view: View, txn: Transaction | None, payload: bytes
 ) -> bytes:
     caller = conn.caller
-    path = e.canonical(caller, one_arg(payload), False)
+    path = e.one_path(caller, payload)
     node = view.get(path, VALUE | PERMS)
     if node is None:
         raise missing_error(caller, view, path, READ, e.stale)
@@ -88,7 +88,7 @@ def h_mkdir(
     e: Engine, conn: Connection, view: View, txn: Transaction | None, payload: bytes
 ) -> bytes:
     caller = conn.caller
-    path = e.canonical(caller, one_arg(payload), False)
+    path = e.one_path(caller, payload)
     node = view.get(path, PERMS)
     if node is not None:
         if not caller.privileged and not access(caller, node.perms, node.gen, e.stale) & WRITE:
@@ -102,7 +102,7 @@ def h_mkdir(
 
 def h_rm(e: Engine, conn: Connection, view: View, txn: Transaction | None, payload: bytes) -> bytes:
     caller = conn.caller
-    path = e.canonical(caller, one_arg(payload), False)
+    path = e.one_path(caller, payload)
     if path == "/":
         raise Invalid("cannot remove the root")
     node = view.get(path, PERMS)
@@ -127,7 +127,7 @@ def h_directory(
     e: Engine, conn: Connection, view: View, txn: Transaction | None, payload: bytes
 ) -> bytes:
     caller = conn.caller
-    path = e.canonical(caller, one_arg(payload), False)
+    path = e.one_path(caller, payload)
     return lookup(caller, view, path, READ, CHILDREN, e.stale).listing()
 
 

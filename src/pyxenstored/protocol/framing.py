@@ -15,6 +15,7 @@ from .wire import HEADER, HEADER_SIZE, PAYLOAD_MAX
 __all__ = ["FramingError", "Packet", "PacketReader"]
 
 _unpack_from = HEADER.unpack_from
+_new = tuple.__new__
 
 
 class Packet(NamedTuple):
@@ -58,18 +59,32 @@ class PacketReader:
             FramingError: a header announced a payload longer than PAYLOAD_MAX.
         """
         buf = self._buf + data if self._buf else data
+        end = len(buf)
+        if end < HEADER_SIZE:
+            self._buf = bytes(buf)
+            return []
+        op, req_id, tx_id, length = _unpack_from(buf, 0)
+        if length > PAYLOAD_MAX:
+            self._buf = b""
+            raise FramingError(f"payload length {length} exceeds {PAYLOAD_MAX}")
+        stop = HEADER_SIZE + length
+        if stop == end:
+            # The common case: exactly one whole request.
+            self._buf = b""
+            return [_new(Packet, (op, req_id, tx_id, bytes(buf[HEADER_SIZE:])))]
         out: list[Packet] = []
         pos = 0
-        end = len(buf)
-        while end - pos >= HEADER_SIZE:
+        while True:
+            if stop > end:
+                break
+            out.append(_new(Packet, (op, req_id, tx_id, bytes(buf[pos + HEADER_SIZE : stop]))))
+            pos = stop
+            if end - pos < HEADER_SIZE:
+                break
             op, req_id, tx_id, length = _unpack_from(buf, pos)
             if length > PAYLOAD_MAX:
                 self._buf = b""
                 raise FramingError(f"payload length {length} exceeds {PAYLOAD_MAX}")
             stop = pos + HEADER_SIZE + length
-            if stop > end:
-                break
-            out.append(Packet(op, req_id, tx_id, bytes(buf[pos + HEADER_SIZE : stop])))
-            pos = stop
         self._buf = bytes(buf[pos:]) if pos < end else b""
         return out
