@@ -7,8 +7,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from .core.quota import Limits
+from .errors import XenstoreError
+from .liveconfig.registry import Registry
 from .runtime.loops import LOOPS
 from .runtime.server import Server, ServerConfig
 
@@ -42,9 +44,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--socket-buffer-max",
         type=int,
-        default=16 * 1024 * 1024,
         metavar="BYTES",
-        help="unread output after which a socket client is disconnected",
+        help="unread output after which a socket client is disconnected (16 MiB)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="start value of a live setting (a node under /tool/xenstored/, e.g. quota/nodes)",
     )
     p.add_argument(
         "--quota-rule",
@@ -55,21 +62,44 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _start_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Registry start values from the options (validated like a tree write)."""
+    registry = Registry()
+    values: dict[str, Any] = {
+        "log/level": registry.parse("log/level", str(args.log_level).lower()),
+        "transaction/conflicts": args.transaction_conflicts,
+        "quota/rule": args.quota_rule,
+    }
+    if args.access_log:
+        values["log/access"] = True
+        values["log/access-file"] = args.access_log
+    if args.socket_buffer_max is not None:
+        values["limits/socket-buffer-bytes"] = registry.parse(
+            "limits/socket-buffer-bytes", str(args.socket_buffer_max)
+        )
+    for item in args.set or ():
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set wants NAME=VALUE, not {item!r}")
+        try:
+            values[name] = registry.parse(name, text)
+        except XenstoreError as err:
+            raise SystemExit(f"--set {item}: {err}") from None
+    return values
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s pyxenstored %(levelname)s %(message)s",
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     config = ServerConfig(
         socket_path=args.socket or default_socket_path(),
         pid_file=args.pid_file,
         loop=args.loop,
-        access_log=args.access_log,
         priv_domid=args.priv_domid,
-        conflicts=args.transaction_conflicts,
-        socket_buffer_max=args.socket_buffer_max,
-        limits=Limits(rule=args.quota_rule),
+        settings=_start_settings(args),
     )
     Server(config).run()
     return 0

@@ -71,8 +71,9 @@ def create_path(
     value: bytes,
     stale: StaleCheck | None,
     node_quota: int,
-) -> None:
-    """Create ``path`` and any missing parents (implicit parents get empty values).
+) -> list[str]:
+    """Create ``path`` and any missing parents (implicit parents get empty values);
+    return the created paths, shallowest first.
 
     Every new node copies its parent's permissions; an unprivileged creator becomes the
     owner (C's ``construct_node``). ``node_quota`` is how many new nodes the creator may
@@ -97,5 +98,7 @@ def create_path(
     perms = anc.perms
     if not caller.privileged and perms[0][1] != caller.domid:
         perms = ((perms[0][0], caller.domid), *perms[1:])
-    for p in reversed(missing):
+    missing.reverse()
+    for p in missing:
         view.create(p, value if p is path else b"", perms)
+    return missing

@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import (
     Again,
     InternalError,
+    Invalid,
     NoEntry,
     NoSpace,
     PermissionDenied,
@@ -31,13 +32,17 @@ from ..protocol.framing import Packet
 from ..protocol.paths import canonicalize, parent_of
 from ..protocol.perms import NONE, READ, Perms
 from ..protocol.wire import DOMID_ANY, HEADER, PAYLOAD_MAX, Op, RingFeature
+from ..store.node import Node
 from ..store.tree import Tree
+from .access import create_path
 from .caller import Caller
+from .confighooks import ConfigHooks
 from .connection import Connection
+from .control import COMMANDS, Command
 from .domains import Domain, DomainBackend, NoHypervisor
 from .optable import MUTATES, NOTID, PRIV, TABLE
 from .permissions import StaleCheck
-from .quota import Limits
+from .quota import Limits, QuotaTable
 from .transactions import COALESCE, Transaction
 from .watches import WatchRegistry
 
@@ -93,9 +98,17 @@ class Engine:
         self.tree.create("/tool/xenstored", b"", root)
         self.tree.create_special("@introduceDomain", root)
         self.tree.create_special("@releaseDomain", ((NONE, priv_domid), (READ, DOMID_ANY)))
+        self.quotas = QuotaTable(self.limits)
+        #: Live configuration under /tool/xenstored/ (attached by the runtime), or None.
+        self.config: ConfigHooks | None = None
+        self._self = Caller(priv_domid, True)
+        #: CONTROL commands (the runtime may add its own).
+        self.commands: dict[str, tuple[Command, str]] = dict(COMMANDS)
         self.watches = WatchRegistry(self.enqueue_event)
         self.connections: dict[int, Connection] = {}
         self.domains: dict[int, Domain] = {}
+        #: domid -> generation it was first known at while it existed (see core.domains).
+        self.births: dict[int, int] = {}
         #: SET_FEATURE values waiting for the domain's INTRODUCE.
         self.pending_features: dict[int, int] = {}
         self.woken: set[Connection] = set()
@@ -106,6 +119,8 @@ class Engine:
         self._replay_events: list[tuple[str, bool, tuple[Perms, ...]]] | None = None
         #: Called as ``on_request(conn, packet, reply_message)`` when set (access log).
         self.on_request: Callable[[Connection, Packet, bytes], None] | None = None
+        #: Requests received, by message type (types 32 and above are not counted).
+        self.op_counts = [0] * 32
         self.stats: dict[str, int] = {
             "requests": 0,
             "commits": 0,
@@ -152,6 +167,8 @@ class Engine:
         """Answer one request: its events and its reply go to the output queues."""
         op, req_id, tx_id, payload = packet
         conn.requests += 1
+        if op < 32:
+            self.op_counts[op] += 1
         after: bytes | None = None
         try:
             spec = TABLE.get(op)
@@ -254,8 +271,55 @@ class Engine:
         self._raw_paths.clear()
 
     def quota(self, domid: int, name: str) -> int:
-        """The limit ``name`` in force for ``domid``."""
-        return int(getattr(self.limits, name.replace("-", "_")))
+        """The limit ``name`` in force for ``domid`` (0: no limit)."""
+        return self.quotas.limit(domid, name)
+
+    def set_quota(self, domid: int | None, name: str, value: int) -> None:
+        """Change a global quota (domid None) or set a domain's override."""
+        if name == "soft-memory" and domid is not None:
+            raise Invalid("soft quotas are global")
+        if self.config is not None:
+            if domid is not None:
+                rel = f"domain/{domid}/quota/{name}"
+            elif name == "soft-memory":
+                rel = "quota-soft/memory"
+            else:
+                rel = f"quota/{name}"
+            self.config.write(rel, str(value))
+        elif domid is not None:
+            self.quotas.overrides.setdefault(domid, {})[name] = value
+        else:
+            setattr(self.limits, name.replace("-", "_"), value)
+            self.limits_changed()
+
+    def usage(self, domid: int) -> dict[str, int]:
+        """What a domain uses of each countable quota (CONTROL quota, statistics)."""
+        dom = self.domains.get(domid)
+        conn = dom.conn if dom is not None else None
+        used = {"nodes": self.tree.owner_count.get(domid, 0)}
+        used["watches"] = len(conn.watches) if conn is not None else 0
+        used["transactions"] = len(conn.transactions) if conn is not None else 0
+        used["memory"] = sum(
+            len(p) + len(n.value) + 8 * len(n.perms)
+            for p, n in self.tree.nodes.items()
+            if n.perms[0][1] == domid and type(n) is Node
+        )
+        return used
+
+    def memory_report(self) -> list[str]:
+        """A summary of what the store holds (CONTROL memreport)."""
+        nodes = self.tree.nodes
+        value_bytes = sum(len(n.value) for n in nodes.values() if type(n) is Node)
+        path_bytes = sum(len(p) for p in nodes)
+        return [
+            f"nodes: {len(nodes)}",
+            f"path bytes: {path_bytes}",
+            f"value bytes: {value_bytes}",
+            f"connections: {len(self.connections)}",
+            f"domains: {len(self.domains)}",
+            f"watches: {self.watches.count}",
+            f"open transactions: {sum(len(c.transactions) for c in self.connections.values())}",
+        ]
 
     def node_allowance(self, caller: Caller) -> int:
         """How many more nodes ``caller`` may own (-1: unlimited)."""
@@ -269,13 +333,33 @@ class Engine:
     def domain_exists(self, domid: int) -> bool:
         return self.backend.exists(domid)
 
+    def domain_born(self, domid: int) -> int:
+        """The generation ``domid`` was first known at; records it now if new."""
+        born = self.births.get(domid)
+        if born is None:
+            # One more than the current generation: every node written so far is older.
+            born = self.births[domid] = self.tree.gen + 1
+        return born
+
+    def note_domains(self, perms: Perms) -> bool:
+        """SET_PERMS names these domains: record each one the hypervisor knows (C's
+        ``domain_alloc_permrefs``). Returns False if the owner domain does not exist."""
+        for i, (_, domid) in enumerate(perms):
+            if domid == DOMID_ANY or domid in self.births:
+                continue
+            if domid == self.priv_domid or self.backend.exists(domid):
+                self.domain_born(domid)
+            elif i == 0:
+                return False
+        return True
+
     def _stale(self, domid: int, node_gen: int) -> bool:
-        if domid == DOMID_ANY:
+        """A grant naming ``domid`` is ignored if that domain is unknown (dead, or never
+        seen alive) or younger than the node (XSA-322, XSA-417)."""
+        if domid == DOMID_ANY or domid == self.priv_domid:
             return False
-        dom = self.domains.get(domid)
-        if dom is None:
-            return domid != self.priv_domid
-        return dom.born_gen > node_gen
+        born = self.births.get(domid)
+        return born is None or born > node_gen
 
     # -- watches ---------------------------------------------------------------------
     def fire(self, path: str, exact: bool, extra: tuple[Perms, ...]) -> None:
@@ -343,17 +427,14 @@ class Engine:
             fire(path, exact, tree, extra, self.stale)
 
     # -- domains ---------------------------------------------------------------------
-    def reintroduce(self, dom: Domain, port: int) -> None:
-        """INTRODUCE of a known domain: rebind, and reset its connection's state."""
-        dom.port = port
-        self.backend.reintroduce(dom, port)
-        conn = dom.conn
-        if conn is not None:
-            self.watches.remove_all(conn)
-            conn.transactions.clear()
-            conn.out.clear()
-            conn.out_bytes = 0
-            conn.reader.reset()
+    def reset_connection(self, conn: Connection) -> None:
+        """Drop a ring connection's watches, transactions, queued output and partial
+        input (every INTRODUCE, and the ring reconnection handshake)."""
+        self.watches.remove_all(conn)
+        conn.transactions.clear()
+        conn.out.clear()
+        conn.out_bytes = 0
+        conn.reader.reset()
 
     def check(self) -> list[str]:
         """Consistency check of the tree (CONTROL check); returns the problems found."""
@@ -379,9 +460,40 @@ class Engine:
                 problems.append(f"node count of domain {domid} is wrong")
         return problems
 
+    def created(self, paths: list[str]) -> None:
+        """The privileged domain created ``paths`` in the live tree (device allowance)."""
+        for path in paths:
+            if path.startswith("/local/domain/"):
+                self.quotas.device_added(path)
+
+    def removed(self, path: str, node: Node, removed: list[tuple[str, Node]]) -> None:
+        """``path`` (formerly ``node``) and its subtree left the live tree: fire the
+        watches as C does (descendants exactly, deepest first, then the root with its
+        ancestors) and drop any backend-device allowance they carried."""
+        perms_of = {p: n.perms for p, n in removed}
+        quotas = self.quotas
+        for p, n in removed[:-1]:
+            self.fire(p, True, (n.perms, perms_of[parent_of(p)]))
+        self.fire(path, False, (node.perms,))
+        if quotas.device_paths:
+            for p, _ in removed:
+                if p in quotas.device_paths:
+                    quotas.device_removed(p)
+
+    def system_write(self, path: str, value: bytes) -> None:
+        """Write a node as the daemon itself (privileged, watches fire)."""
+        tree = self.tree
+        if path in tree.nodes:
+            tree.set_value(path, value)
+        else:
+            create_path(self._self, tree, path, value, None, -1)
+        self.fire(path, False, ())
+
     def destroy_domain(self, domid: int) -> None:
-        """A domain died or was released: remove its nodes and grants, tell watchers."""
+        """A domain died or was released: remove its nodes and grants, forget when it
+        was born, and tell ``@releaseDomain`` watchers if it had been introduced."""
         dom = self.domains.pop(domid, None)
+        self.births.pop(domid, None)
         if dom is not None and dom.conn is not None:
             self.disconnect(dom.conn)
         tree = self.tree
@@ -391,14 +503,11 @@ class Engine:
             node = tree.nodes.get(path)
             if node is None or path == "/":
                 continue
-            removed = tree.remove(path)
-            perms_of = {p: n.perms for p, n in removed}
-            for p, n in removed[:-1]:
-                self.fire(p, True, (n.perms, perms_of[parent_of(p)]))
-            self.fire(path, False, (node.perms,))
+            self.removed(path, node, tree.remove(path))
         for path, node in list(tree.nodes.items()):
             perms = node.perms
             if len(perms) > 1 and any(d == domid for _, d in perms[1:]):
                 kept = (perms[0], *(e for e in perms[1:] if e[1] != domid))
                 tree.set_perms(path, kept)
-        self.watches.fire_special("@releaseDomain", domid, tree)
+        if dom is not None:
+            self.watches.fire_special("@releaseDomain", domid, tree)

@@ -19,6 +19,7 @@ from ..protocol.perms import READ, WRITE, format_perms, parse_perms
 from ..protocol.wire import PAYLOAD_MAX
 from ..store.node import CHILDREN, EXISTS, PERMS, VALUE
 from .access import View, create_path, lookup, missing_error
+from .confighooks import CONFIG_PREFIX, CONFIG_ROOTS
 from .permissions import OWNER, access
 
 if TYPE_CHECKING:
@@ -65,6 +66,9 @@ def h_write(
     caller = conn.caller
     raw, value = split_write(payload)
     path = e.canonical(caller, raw, False)
+    config = e.config if path.startswith(CONFIG_PREFIX) else None
+    if config is not None:
+        config.check_write(caller, path, value)
     # Overwriting observes the old value: a concurrent write of different bytes to the
     # same node is a write-write conflict (first committer wins), as the historic
     # test suite and C expect; a rewrite of the same bytes still coalesces.
@@ -75,12 +79,17 @@ def h_write(
                 raise PermissionDenied()
             _check_size(e, conn, node.size() - len(node.value) + len(value))
         view.set_value(path, value)
+        created = None
     else:
         if not caller.privileged:
             _check_size(e, conn, 16 + 8 * 5 + len(value))
-        create_path(caller, view, path, value, e.stale, e.node_allowance(caller))
+        created = create_path(caller, view, path, value, e.stale, e.node_allowance(caller))
     if view.live:
+        if created is not None and caller.privileged:
+            e.created(created)
         e.fire(path, False, ())
+        if config is not None:
+            config.written(path, value)
     return OK
 
 
@@ -94,9 +103,16 @@ def h_mkdir(
         if not caller.privileged and not access(caller, node.perms, node.gen, e.stale) & WRITE:
             raise PermissionDenied()
         return OK
-    create_path(caller, view, path, b"", e.stale, e.node_allowance(caller))
+    config = e.config if path.startswith(CONFIG_PREFIX) else None
+    if config is not None:
+        config.check_mkdir(caller, path)
+    created = create_path(caller, view, path, b"", e.stale, e.node_allowance(caller))
     if view.live:
+        if caller.privileged:
+            e.created(created)
         e.fire(path, False, ())
+        if config is not None:
+            config.written(path, b"")
     return OK
 
 
@@ -113,13 +129,26 @@ def h_rm(e: Engine, conn: Connection, view: View, txn: Transaction | None, paylo
         raise err
     if not caller.privileged and not access(caller, node.perms, node.gen, e.stale) & WRITE:
         raise PermissionDenied()
+    config = e.config
+    if config is not None:
+        if path in CONFIG_ROOTS:
+            raise PermissionDenied("live configuration lives below")
+        if path.startswith(CONFIG_PREFIX):
+            reset = config.check_rm(caller, path)
+            if reset is not None:
+                # A setting is not removed: it returns to its default.
+                view.set_value(path, reset)
+                if view.live:
+                    e.fire(path, False, ())
+                    config.written(path, reset)
+                return OK
+        else:
+            config = None
     removed = view.remove(path)
     if view.live:
-        perms_of = {p: n.perms for p, n in removed}
-        for p, n in removed[:-1]:
-            parent_perms = perms_of[parent_of(p)]
-            e.fire(p, True, (n.perms, parent_perms))
-        e.fire(path, False, (node.perms,))
+        e.removed(path, node, removed)
+        if config is not None:
+            config.removed([p for p, _ in removed])
     return OK
 
 
@@ -188,12 +217,14 @@ def h_set_perms(
         raise NoSpace("node-permissions quota")
     perms = parse_perms(args[1:])
     path = e.canonical(caller, args[0], True)
+    if e.config is not None and path.startswith(CONFIG_PREFIX):
+        e.config.check_set_perms(caller, path)
     node = lookup(caller, view, path, WRITE, PERMS, e.stale)
     if not caller.privileged and not access(caller, node.perms, node.gen, e.stale) & OWNER:
         raise PermissionDenied()
     if not caller.privileged and perms[0][1] != node.perms[0][1]:
         raise NotPermitted("only the privileged domain may change the owner")
-    if not e.domain_exists(perms[0][1]):
+    if not e.note_domains(perms):
         raise NoEntry("owner domain does not exist")
     old = node.perms
     view.set_perms(path, perms)

@@ -22,6 +22,7 @@ from .handlers_domain import (
     h_set_feature,
     h_set_target,
 )
+from .handlers_quota import h_get_quota, h_set_quota
 from .handlers_session import (
     h_reset_watches,
     h_transaction_end,
@@ -71,4 +72,6 @@ TABLE: dict[int, tuple[Handler, int]] = {
     Op.DIRECTORY_PART: (h_directory_part, 0),
     Op.GET_FEATURE: (h_get_feature, 0),
     Op.SET_FEATURE: (h_set_feature, PRIV),
+    Op.GET_QUOTA: (h_get_quota, PRIV),
+    Op.SET_QUOTA: (h_set_quota, PRIV),
 }

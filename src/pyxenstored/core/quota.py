@@ -1,21 +1,28 @@
-"""Quota limits and the boundary rule they are checked with (xenstore-protocol.md §6).
+"""Quota limits: global values, per-domain overrides, named classes, and the allowance a
+domain earns for each backend device it serves (xenstore-protocol.md §6).
 
 Quotas bind only unprivileged domain connections; the privileged domain and sockets are
 exempt. C xenstored changed every boundary in 4.22 (``>=`` where ≤4.21 had ``>``); we
 default to the 4.17-4.21 rule, which deployed guests and toolstacks were tuned against,
 and ``rule = "4.22"`` selects the newer one. A limit of 0 means "no limit".
+
+Driver domains: a directory ``/local/domain/<d>/backend/<type>/<frontend>/<devid>``
+created by the privileged domain is one *device* served by domain d. Each device raises
+d's limits by the per-device allowance (``driver/<quota>`` settings); removing the
+directory lowers them again. Only the privileged domain's creations count, so a guest
+cannot grant itself an allowance.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
-__all__ = ["QUOTA_NAMES", "Limits"]
+__all__ = ["QUOTA_NAMES", "Limits", "QuotaTable", "backend_device_domain"]
 
 
 @dataclass(slots=True)
 class Limits:
-    """Global quota values; per-domain overrides build on these."""
+    """Global quota values (the registry keeps them in step with the settings)."""
 
     nodes: int = 1000
     watches: int = 128
@@ -36,8 +43,88 @@ class Limits:
             return False
         return count >= limit if self.rule == "4.22" else count > limit
 
+    def value(self, name: str) -> int:
+        """The global value of quota ``name`` (``soft-memory`` included)."""
+        return int(getattr(self, name.replace("-", "_")))
+
 
 #: The names GET_QUOTA lists, in C's enum order.
-QUOTA_NAMES: tuple[str, ...] = tuple(
-    f.name.replace("_", "-") for f in fields(Limits) if f.name != "rule"
+QUOTA_NAMES: tuple[str, ...] = (
+    "nodes",
+    "watches",
+    "outstanding",
+    "memory",
+    "soft-memory",
+    "transactions",
+    "transaction-nodes",
+    "node-permissions",
+    "path-max",
+    "node-size",
 )
+_LIMIT_FIELDS = frozenset(f.name for f in fields(Limits))
+assert all(n.replace("-", "_") in _LIMIT_FIELDS for n in QUOTA_NAMES)
+
+
+def backend_device_domain(path: str) -> int | None:
+    """The backend domain if ``path`` is ``/local/domain/<d>/backend/<t>/<fe>/<devid>``."""
+    if not path.startswith("/local/domain/") or path.count("/") != 7:
+        return None
+    parts = path.split("/")
+    if parts[4] != "backend" or not parts[3].isdigit():
+        return None
+    return int(parts[3])
+
+
+@dataclass(slots=True)
+class QuotaTable:
+    """Where a domain's limit comes from: override, then class, then global; plus the
+    per-device allowance of a driver domain."""
+
+    limits: Limits
+    overrides: dict[int, dict[str, int]] = field(default_factory=dict)
+    classes: dict[str, dict[str, int]] = field(default_factory=dict)
+    domain_class: dict[int, str] = field(default_factory=dict)
+    per_device: dict[str, int] = field(default_factory=dict)
+    #: backend device path -> serving domain, and the count per domain.
+    device_paths: dict[str, int] = field(default_factory=dict)
+    devices: dict[int, int] = field(default_factory=dict)
+
+    def base(self, domid: int, name: str) -> int:
+        """The configured limit before any device allowance."""
+        own = self.overrides.get(domid)
+        if own is not None and name in own:
+            return own[name]
+        cls = self.domain_class.get(domid)
+        if cls is not None:
+            values = self.classes.get(cls)
+            if values is not None and name in values:
+                return values[name]
+        return self.limits.value(name)
+
+    def limit(self, domid: int, name: str) -> int:
+        """The limit in force for ``domid`` (0: no limit)."""
+        value = self.base(domid, name)
+        if value and name in self.per_device:
+            value += self.devices.get(domid, 0) * self.per_device[name]
+        return value
+
+    def device_added(self, path: str) -> None:
+        domid = backend_device_domain(path)
+        if domid is not None and path not in self.device_paths:
+            self.device_paths[path] = domid
+            self.devices[domid] = self.devices.get(domid, 0) + 1
+
+    def device_removed(self, path: str) -> None:
+        domid = self.device_paths.pop(path, None)
+        if domid is not None:
+            n = self.devices[domid] - 1
+            if n:
+                self.devices[domid] = n
+            else:
+                del self.devices[domid]
+
+    def forget_domain(self, domid: int) -> None:
+        """A domain died: its devices no longer count (overrides and class stay, so a
+        driver domain that restarts keeps its configuration)."""
+        for path in [p for p, d in self.device_paths.items() if d == domid]:
+            self.device_removed(path)

@@ -1,7 +1,14 @@
-"""The access log: one line per request and its reply, reopened on SIGHUP."""
+"""The access log: one line per request and its reply.
+
+It follows the live settings ``log/access`` (on/off), ``log/access-file`` (a file, or
+the ``pyxenstored.access`` logger when empty), ``log/access-ops`` and
+``log/access-replies`` (which request types and which outcomes are written). The file
+is reopened on SIGHUP and whenever its setting changes.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TextIO
 
@@ -12,6 +19,8 @@ from ..protocol.wire import HEADER, HEADER_SIZE, Op
 __all__ = ["AccessLog"]
 
 _OPS = {int(op): op.name for op in Op}
+_ERROR = int(Op.ERROR)
+log = logging.getLogger("pyxenstored.access")
 
 
 def _show(payload: bytes, limit: int = 200) -> str:
@@ -22,22 +31,42 @@ def _show(payload: bytes, limit: int = 200) -> str:
 class AccessLog:
     """Writes ``time conn domN tx=T OP req=R payload -> REPLY payload`` lines."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(
+        self, path: str, ops: frozenset[str] | None = None, replies: frozenset[str] | None = None
+    ) -> None:
         self.path = path
-        self.file: TextIO = open(path, "a", buffering=1)  # noqa: SIM115
+        self.file: TextIO | None = None
+        self.ops = ops
+        self.replies = replies
+        self.reopen()
 
     def reopen(self) -> None:
-        self.file.close()
-        self.file = open(self.path, "a", buffering=1)  # noqa: SIM115
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        if self.path:
+            self.file = open(self.path, "a", buffering=1)  # noqa: SIM115
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
     def __call__(self, conn: Connection, packet: Packet, reply: bytes) -> None:
-        rop, _, _, _ = HEADER.unpack_from(reply)
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        self.file.write(
-            f"{stamp} conn={conn.id} dom{conn.caller.domid} tx={packet.tx_id} "
-            f"{_OPS.get(packet.op, str(packet.op))} req={packet.req_id} {_show(packet.payload)}"
-            f" -> {_OPS.get(rop, str(rop))} {_show(reply[HEADER_SIZE:])}\n"
+        op_name = _OPS.get(packet.op, str(packet.op))
+        if self.ops is not None and op_name not in self.ops:
+            return
+        rop = HEADER.unpack_from(reply)[0]
+        body = reply[HEADER_SIZE:]
+        outcome = body[:-1].decode("ascii", "replace") if rop == _ERROR else "OK"
+        if self.replies is not None and outcome not in self.replies:
+            return
+        line = (
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')} conn={conn.id} dom{conn.caller.domid} "
+            f"tx={packet.tx_id} {op_name} req={packet.req_id} {_show(packet.payload)}"
+            f" -> {_OPS.get(rop, str(rop))} {_show(body)}"
         )
+        if self.file is not None:
+            self.file.write(line + "\n")
+        else:
+            log.info("%s", line)

@@ -14,9 +14,11 @@ import os
 import resource
 import signal
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..core.engine import Engine
-from ..core.quota import Limits
+from ..liveconfig.registry import Registry
+from ..liveconfig.tree import ConfigTree
 from .accesslog import AccessLog
 from .loops import loop_factory
 from .unix import SocketProtocol, listen_unix
@@ -28,18 +30,19 @@ log = logging.getLogger("pyxenstored")
 
 @dataclass
 class ServerConfig:
-    """Start-up settings, from the command line."""
+    """Start-up settings, from the command line.
+
+    ``settings`` holds start values for the live-configuration registry, by name (for
+    example ``{"quota/nodes": 2000, "log/access": True}``); everything else can be
+    changed later through ``/tool/xenstored/``, CONTROL or SET_QUOTA.
+    """
 
     socket_path: str | None = "/run/xenstored/socket"
     pid_file: str | None = None
     loop: str = "auto"
-    access_log: str | None = None
     priv_domid: int = 0
-    conflicts: str = "coalesce"
     backlog: int = 4096
-    socket_buffer_max: int = 16 * 1024 * 1024
-    event_queue_max: int = 1 << 20
-    limits: Limits = field(default_factory=Limits)
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 def raise_nofile_limit() -> int:
@@ -54,22 +57,56 @@ def raise_nofile_limit() -> int:
     return soft
 
 
+def _rss() -> str:
+    """Resident memory of this process in bytes (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return str(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError, IndexError):
+        return "0"
+
+
 class Server:
     """One daemon: engine, listeners, clients."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.engine = Engine(
-            limits=config.limits,
-            priv_domid=config.priv_domid,
-            conflicts=config.conflicts,
-            event_queue_max=config.event_queue_max,
-        )
-        self.socket_buffer_max = config.socket_buffer_max
+        self.registry = Registry(config.settings)
+        self.engine = Engine(priv_domid=config.priv_domid)
+        self.live_config = ConfigTree(self.engine, self.registry)
+        self.socket_buffer_max = int(self.registry.get("limits/socket-buffer-bytes"))
         self.clients: set[SocketProtocol] = set()
         self.access_log: AccessLog | None = None
         self._stop: asyncio.Event | None = None
         self._listeners: list[asyncio.AbstractServer] = []
+        self.registry.listeners.append(self._setting_changed)
+        self.live_config.add_stat("memory/rss", _rss)
+
+    def _setting_changed(self, name: str, value: Any) -> None:
+        if name == "log/level":
+            logging.getLogger("pyxenstored").setLevel(str(value).upper())
+        elif name.startswith("log/"):
+            self._configure_access_log()
+        elif name == "limits/socket-buffer-bytes":
+            self.socket_buffer_max = int(value)
+
+    def _configure_access_log(self) -> None:
+        """Open, retarget or close the access log to match the settings."""
+        reg = self.registry
+        if not reg.get("log/access"):
+            self.engine.on_request = None
+            if self.access_log is not None:
+                self.access_log.close()
+                self.access_log = None
+            return
+        path = str(reg.get("log/access-file"))
+        if self.access_log is None or self.access_log.path != path:
+            if self.access_log is not None:
+                self.access_log.close()
+            self.access_log = AccessLog(path)
+        self.access_log.ops = reg.get("log/access-ops")
+        self.access_log.replies = reg.get("log/access-replies")
+        self.engine.on_request = self.access_log
 
     # clients ----------------------------------------------------------------------------
     def track(self, proto: SocketProtocol) -> SocketProtocol:
@@ -102,9 +139,8 @@ class Server:
         loop.add_signal_handler(signal.SIGHUP, self.reopen_logs)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         nofile = raise_nofile_limit()
-        if config.access_log:
-            self.access_log = AccessLog(config.access_log)
-            self.engine.on_request = self.access_log
+        logging.getLogger("pyxenstored").setLevel(str(self.registry.get("log/level")).upper())
+        self._configure_access_log()
         if config.socket_path:
             self._listeners.append(await listen_unix(self, config.socket_path, config.backlog))
             log.info("listening on %s (open-file limit %d)", config.socket_path, nofile)

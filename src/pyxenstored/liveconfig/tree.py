@@ -1,0 +1,244 @@
+"""Live configuration nodes under ``/tool/xenstored/`` (issue: promise 5).
+
+Layout (every node owned by the privileged domain, mode ``n``: other domains get EACCES
+for any path here, existing or not, so nothing leaks):
+
+* ``<setting>``: one node per registry setting (``quota/nodes``, ``log/access``, ...).
+  WRITE parses and validates (EINVAL on a bad value, nothing changes) and takes effect
+  from the next request; inside a transaction, at its commit. RM resets to the default.
+* ``domain/<domid>/quota/<name>``: a per-domain override; ``domain/<domid>/class``:
+  the name of a quota class. RM removes them.
+* ``class/<name>/quota/<quota>``: a named quota class (``driver`` exists from the start).
+* ``stats/...``: read-only counters computed at read time; writes get EACCES.
+
+There is deliberately no ``domid`` node: libxl reads ``/tool/xenstored/domid`` to detect
+a xenstore stub domain.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from ..core.caller import Caller
+from ..core.confighooks import CONFIG_PREFIX
+from ..core.engine import Engine
+from ..core.quota import QUOTA_NAMES
+from ..core.transactions import COALESCE
+from ..errors import Invalid, NoEntry, PermissionDenied
+from ..protocol.perms import NONE
+from ..protocol.wire import Op
+from ..store.node import Node
+from .kinds import integer
+from .registry import Registry
+from .stats import LiveNode
+
+__all__ = ["DEFAULT_CLASSES", "ConfigTree"]
+
+#: Quota classes that exist from the start; operators add their own under class/.
+DEFAULT_CLASSES: dict[str, dict[str, int]] = {
+    "driver": {"nodes": 20000, "watches": 1024, "transactions": 32, "memory": 64 << 20},
+}
+
+_OVERRIDE = re.compile(r"domain/([0-9]{1,5})/quota/([a-z-]+)\Z")
+_DOMAIN_CLASS = re.compile(r"domain/([0-9]{1,5})/class\Z")
+_CLASS_QUOTA = re.compile(r"class/([A-Za-z0-9_-]+)/quota/([a-z-]+)\Z")
+_STRUCTURE = re.compile(r"(domain|class)(/[A-Za-z0-9_-]+(/quota)?)?\Z")
+_QUOTA_VALUE = integer()
+_OP_NAMES = {int(op): op.name for op in Op}
+
+
+def _text(value: bytes) -> str:
+    try:
+        return value.decode("ascii")
+    except UnicodeDecodeError:
+        raise Invalid("configuration values are ASCII") from None
+
+
+class ConfigTree:
+    """Keeps the registry and the nodes under /tool/xenstored/ in step, both ways."""
+
+    def __init__(self, engine: Engine, registry: Registry) -> None:
+        self.engine = engine
+        self.registry = registry
+        self._perms = ((NONE, engine.priv_domid),)
+        self._from_tree = False
+        registry.listeners.append(self._setting_changed)
+        engine.quotas.classes.update({k: dict(v) for k, v in DEFAULT_CLASSES.items()})
+        for name, value in registry.values.items():
+            self.apply(name, value)
+        self._install()
+        engine.config = self
+
+    # -- set-up ----------------------------------------------------------------------
+    def _install(self) -> None:
+        e = self.engine
+        for name in self.registry.specs:
+            e.system_write(CONFIG_PREFIX + name, self.registry.format(name).encode())
+        for cls, values in e.quotas.classes.items():
+            for q, v in values.items():
+                e.system_write(f"{CONFIG_PREFIX}class/{cls}/quota/{q}", b"%d" % v)
+        e.system_write(CONFIG_PREFIX + "domain", b"")
+        for name, compute in self._counters().items():
+            self.add_stat(name, compute)
+
+    def add_stat(self, name: str, compute: Callable[[], str]) -> None:
+        """Publish a read-only counter at ``stats/<name>`` (the runtime adds its own)."""
+        e = self.engine
+        path = CONFIG_PREFIX + "stats/" + name
+        parent = path[: path.rfind("/")]
+        if parent not in e.tree.nodes:
+            e.system_write(parent, b"")
+        tree = e.tree
+        if path in tree.nodes:
+            tree.remove(path)
+        tree.create(path, b"", self._perms)
+        tree.nodes[path] = LiveNode(compute, self._perms)
+
+    def _counters(self) -> dict[str, Callable[[], str]]:
+        e = self.engine
+        counters: dict[str, Callable[[], str]] = {
+            "connections": lambda: str(len(e.connections)),
+            "domains": lambda: str(len(e.domains)),
+            "nodes": lambda: str(len(e.tree.nodes)),
+            "watches": lambda: str(e.watches.count),
+            "requests/total": lambda: str(sum(e.op_counts)),
+            "transactions/open": lambda: str(
+                sum(len(c.transactions) for c in e.connections.values())
+            ),
+            "transactions/committed": lambda: str(e.stats["commits"]),
+            "transactions/refused": lambda: str(e.stats["conflicts"]),
+            "events/sent": lambda: str(e.stats["events"]),
+            "events/dropped": lambda: str(e.stats["events_dropped"]),
+            "memory/store": lambda: str(
+                sum(
+                    len(p) + len(n.value) + 8 * len(n.perms) + 48
+                    for p, n in e.tree.nodes.items()
+                    if type(n) is Node  # statistics nodes compute, they do not store
+                )
+            ),
+        }
+        for op, name in _OP_NAMES.items():
+            if op < 32 and op not in (Op.WATCH_EVENT, Op.ERROR, Op.RESTRICT):
+                counters[f"requests/{name}"] = lambda op=op: str(e.op_counts[op])  # type: ignore[misc]
+        return counters
+
+    # -- settings -> engine ----------------------------------------------------------
+    def apply(self, name: str, value: Any) -> None:
+        """Make the engine use a setting's value from the next request on."""
+        e = self.engine
+        limits = e.limits
+        if name.startswith("quota/"):
+            q = name[6:]
+            if q == "rule":
+                limits.rule = value
+            else:
+                setattr(limits, q.replace("-", "_"), value)
+            e.limits_changed()
+        elif name == "quota-soft/memory":
+            limits.soft_memory = value
+        elif name.startswith("driver/"):
+            e.quotas.per_device[name[7:]] = value
+        elif name == "transaction/conflicts":
+            e.conflicts = value if value else COALESCE
+        elif name == "features":
+            e.features = value
+        elif name == "limits/event-queue-bytes":
+            e.event_queue_max = value
+
+    def _setting_changed(self, name: str, value: Any) -> None:
+        self.apply(name, value)
+        if not self._from_tree:
+            self.engine.system_write(CONFIG_PREFIX + name, self.registry.format(name).encode())
+
+    # -- ConfigHooks -----------------------------------------------------------------
+    @staticmethod
+    def _privileged(caller: Caller) -> None:
+        if not caller.privileged:
+            raise PermissionDenied("live configuration is for the privileged domain")
+
+    def check_write(self, caller: Caller, path: str, value: bytes) -> None:
+        self._privileged(caller)
+        rel = path[len(CONFIG_PREFIX) :]
+        text = _text(value)
+        if rel in self.registry.specs:
+            self.registry.parse(rel, text)
+        elif rel.startswith("stats"):
+            raise PermissionDenied("statistics are read-only")
+        elif (m := _OVERRIDE.match(rel)) or (m := _CLASS_QUOTA.match(rel)):
+            if m.group(2) not in QUOTA_NAMES:
+                raise Invalid(f"unknown quota {m.group(2)!r}")
+            _QUOTA_VALUE.parse(text)
+        elif _DOMAIN_CLASS.match(rel):
+            if text and text not in self.engine.quotas.classes:
+                raise Invalid(f"unknown quota class {text!r}")
+        elif _STRUCTURE.match(rel):
+            if text:
+                raise Invalid("directories here hold no value")
+        else:
+            raise Invalid(f"no setting {rel!r}")
+
+    def check_mkdir(self, caller: Caller, path: str) -> None:
+        self._privileged(caller)
+        if not _STRUCTURE.match(path[len(CONFIG_PREFIX) :]):
+            raise Invalid("only domain/ and class/ directories can be made here")
+
+    def check_rm(self, caller: Caller, path: str) -> bytes | None:
+        self._privileged(caller)
+        rel = path[len(CONFIG_PREFIX) :]
+        if rel in self.registry.specs:
+            return self.registry.format(rel, self.registry.specs[rel].default).encode()
+        if rel.startswith(("domain/", "class/")):
+            return None
+        raise PermissionDenied("this part of the configuration cannot be removed")
+
+    def check_set_perms(self, caller: Caller, path: str) -> None:
+        raise Invalid("permissions of configuration nodes are fixed")
+
+    def written(self, path: str, value: bytes) -> None:
+        rel = path[len(CONFIG_PREFIX) :]
+        text = value.decode("ascii")
+        quotas = self.engine.quotas
+        if rel in self.registry.specs:
+            self._from_tree = True
+            try:
+                self.registry.set(rel, self.registry.parse(rel, text))
+            finally:
+                self._from_tree = False
+        elif m := _OVERRIDE.match(rel):
+            quotas.overrides.setdefault(int(m.group(1)), {})[m.group(2)] = int(text)
+        elif m := _CLASS_QUOTA.match(rel):
+            quotas.classes.setdefault(m.group(1), {})[m.group(2)] = int(text)
+        elif m := _DOMAIN_CLASS.match(rel):
+            if text:
+                quotas.domain_class[int(m.group(1))] = text
+            else:
+                quotas.domain_class.pop(int(m.group(1)), None)
+
+    def removed(self, paths: list[str]) -> None:
+        quotas = self.engine.quotas
+        for path in paths:
+            rel = path[len(CONFIG_PREFIX) :]
+            if m := _OVERRIDE.match(rel):
+                own = quotas.overrides.get(int(m.group(1)))
+                if own is not None:
+                    own.pop(m.group(2), None)
+            elif m := _CLASS_QUOTA.match(rel):
+                quotas.classes.get(m.group(1), {}).pop(m.group(2), None)
+            elif m := _DOMAIN_CLASS.match(rel):
+                quotas.domain_class.pop(int(m.group(1)), None)
+
+    # -- the daemon's own route (CONTROL, SET_QUOTA) --------------------------------
+    def write(self, rel: str, text: str) -> None:
+        path = CONFIG_PREFIX + rel
+        value = text.encode("ascii")
+        self.check_write(self.engine._self, path, value)
+        self.engine.system_write(path, value)
+        self.written(path, value)
+
+    def read(self, rel: str) -> str:
+        node = self.engine.tree.nodes.get(CONFIG_PREFIX + rel)
+        if node is None:
+            raise NoEntry(rel)
+        return node.value.decode("ascii")
