@@ -37,6 +37,7 @@ from ..store.tree import Tree
 from .access import create_path
 from .caller import Caller
 from .confighooks import ConfigHooks
+from .conflicts import ConflictGuard
 from .connection import Connection
 from .control import COMMANDS, Command
 from .domains import Domain, DomainBackend, NoHypervisor
@@ -99,6 +100,7 @@ class Engine:
         self.tree.create_special("@introduceDomain", root)
         self.tree.create_special("@releaseDomain", ((NONE, priv_domid), (READ, DOMID_ANY)))
         self.quotas = QuotaTable(self.limits)
+        self.conflict_guard = ConflictGuard()
         #: Live configuration under /tool/xenstored/ (attached by the runtime), or None.
         self.config: ConfigHooks | None = None
         self._self = Caller(priv_domid, True)
@@ -175,8 +177,10 @@ class Engine:
             if spec is None:
                 raise Unsupported()
             handler, flags = spec
-            if tx_id == 0 and not flags & PRIV:
-                # The hot path: no transaction, no privilege check.
+            if tx_id == 0 and not flags & PRIV and (
+                not flags & MUTATES or conn.caller.privileged
+            ):
+                # The hot path: no transaction, no privilege check, nothing to record.
                 result = handler(self, conn, self.tree, None, payload)
             else:
                 result = self._dispatch(conn, handler, flags, tx_id, payload)
@@ -206,10 +210,21 @@ class Engine:
         self, conn: Connection, handler: Any, flags: int, tx_id: int, payload: bytes
     ) -> Any:
         """The general path: privilege check, transaction lookup, transaction logging."""
-        if flags & PRIV and not conn.caller.privileged:
+        caller = conn.caller
+        if flags & PRIV and not caller.privileged:
             raise PermissionDenied()
         if not tx_id or flags & NOTID:
-            return handler(self, conn, self.tree, None, payload)
+            if not flags & MUTATES or caller.privileged:
+                return handler(self, conn, self.tree, None, payload)
+            # An unprivileged domain changes the live tree: remember what, for blame.
+            tree = self.tree
+            changed: list[str] = []
+            tree.log = changed
+            try:
+                return handler(self, conn, tree, None, payload)
+            finally:
+                tree.log = None
+                self.conflict_guard.record(tree.changes, caller.domid, changed)
         txn = conn.transactions.get(tx_id)
         if txn is None:
             raise NoEntry("unknown transaction")
@@ -392,41 +407,55 @@ class Engine:
             Again: an observation no longer holds, or a request failed on replay.
             XenstoreError: a quota refused the replayed changes.
         """
-        if not txn.ops:
-            if not txn.validate(self.conflicts):
-                self.stats["conflicts"] += 1
-                raise Again()
-            self.stats["commits"] += 1
-            return
+        caller = conn.caller
+        guard = self.conflict_guard
         if not txn.validate(self.conflicts):
             self.stats["conflicts"] += 1
+            if guard.history:
+                guard.blame(txn.start_changes, caller.domid, txn.failures(self.conflicts))
+                self._trim_history()
             raise Again()
+        if not txn.ops:
+            self.stats["commits"] += 1
+            return
         tree = self.tree
         events: list[tuple[str, bool, tuple[Perms, ...]]] = []
         self._replay_events = events
+        changed: list[str] | None = None if caller.privileged else []
+        tree.log = changed
         tree.begin_journal()
         try:
             for handler, payload in txn.ops:
                 handler(self, conn, tree, None, payload)
         except XenstoreError as err:
             tree.end_journal(rollback=True)
-            self._replay_events = None
             self.stats["conflicts"] += 1
             if err.name in ("ENOSPC", "ENOMEM"):
                 raise
             raise Again() from None
-        except BaseException:
-            tree.end_journal(rollback=True)
+        finally:
             self._replay_events = None
-            raise
+            tree.log = None
         tree.end_journal(rollback=False)
-        self._replay_events = None
         self.stats["commits"] += 1
+        if changed:
+            guard.record(tree.changes, caller.domid, changed)
+        if guard.history:
+            self._trim_history()
         fire = self.watches.fire
         for path, exact, extra in events:
             fire(path, exact, tree, extra, self.stale)
 
-    # -- domains ---------------------------------------------------------------------
+    def _trim_history(self) -> None:
+        starts = [
+            t.start_changes for c in self.connections.values() for t in c.transactions.values()
+        ]
+        self.conflict_guard.trim(min(starts) if starts else None)
+
+    def paused(self, conn: Connection) -> bool:
+        """Whether a domain's requests must wait (it caused too many conflicts)."""
+        return not conn.caller.privileged and self.conflict_guard.paused(conn.caller.domid)
+
     def reset_connection(self, conn: Connection) -> None:
         """Drop a ring connection's watches, transactions, queued output and partial
         input (every INTRODUCE, and the ring reconnection handshake)."""

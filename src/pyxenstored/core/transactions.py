@@ -207,6 +207,23 @@ class Transaction:
         #: nodes created minus nodes removed, per owner: for the node quota.
         self.creates: dict[int, int] = {}
 
+    def failures(self, mode: str) -> list[str]:
+        """The observed paths whose observation no longer holds (for blame)."""
+        nodes = self.view.tree.nodes
+        failed = []
+        for path, (base, facets) in self.view.observed.items():
+            live = nodes.get(path)
+            if live is base:
+                continue
+            if live is None or base is None:
+                failed.append(path)
+            elif mode == GENERATION:
+                if live.gen != base.gen:
+                    failed.append(path)
+            elif not _facets_equal(live, base, facets):
+                failed.append(path)
+        return failed
+
     def validate(self, mode: str) -> bool:
         """True if every observation still holds in the live tree (see module note)."""
         view = self.view

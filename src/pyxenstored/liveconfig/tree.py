@@ -142,6 +142,10 @@ class ConfigTree:
             e.quotas.per_device[name[7:]] = value
         elif name == "transaction/conflicts":
             e.conflicts = value if value else COALESCE
+        elif name == "conflict/burst-limit":
+            e.conflict_guard.burst = value
+        elif name == "conflict/aggregate":
+            e.conflict_guard.aggregate = value
         elif name == "features":
             e.features = value
         elif name == "limits/event-queue-bytes":

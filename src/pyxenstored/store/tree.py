@@ -25,7 +25,7 @@ _ABSENT: Node | None = None
 class Tree:
     """The live store. Callers check permissions and quotas before calling."""
 
-    __slots__ = ("changes", "gen", "journal", "nodes", "owner_count")
+    __slots__ = ("changes", "gen", "journal", "log", "nodes", "owner_count")
 
     #: Changes made through this view are real: handlers fire watches for them.
     live = True
@@ -36,6 +36,8 @@ class Tree:
         self.changes = 0
         self.owner_count: dict[int, int] = {root_perms[0][1]: 1}
         self.journal: list[tuple[str, Node | None]] | None = None
+        #: When a list, every changed path is appended to it (conflict blame).
+        self.log: list[str] | None = None
 
     # -- reading ---------------------------------------------------------------------
     def get(self, path: str, facets: int = 0) -> Node | None:
@@ -65,6 +67,8 @@ class Tree:
         node = self._own(path, self.nodes[path])
         node.value = value
         self._stamp(node)
+        if self.log is not None:
+            self.log.append(path)
 
     def set_perms(self, path: str, perms: Perms) -> None:
         """Replace the permissions of an existing node (the owner count follows)."""
@@ -76,6 +80,8 @@ class Tree:
             self._count(old_owner, -1)
             self._count(new_owner, 1)
         self._stamp(node)
+        if self.log is not None:
+            self.log.append(path)
 
     def create(self, path: str, value: bytes, perms: Perms) -> None:
         """Create a node whose parent exists and which does not exist itself."""
@@ -88,6 +94,8 @@ class Tree:
             self.journal.append((path, _ABSENT))
         self.nodes[path] = node
         self._count(perms[0][1], 1)
+        if self.log is not None:
+            self.log += (parent_path, path)
 
     def create_special(self, path: str, perms: Perms) -> None:
         """Create an ``@`` node, outside the tree."""
@@ -120,6 +128,9 @@ class Tree:
         parent = self._own(parent_path, nodes[parent_path])
         del parent.children[path[path.rfind("/") + 1 :]]
         self._stamp(parent)
+        if self.log is not None:
+            self.log.append(parent_path)
+            self.log.extend(p for p, _ in order)
         return order
 
     def _count(self, owner: int, delta: int) -> None:
