@@ -52,11 +52,11 @@ _MISSING: Any = object()
 
 
 def _facets_equal(a: Node, b: Node, facets: int) -> bool:
+    """Whether two states of a node agree on the VALUE and PERMS facets. (Child lists
+    are compared separately, see ``TxnView.listed``.)"""
     if facets & VALUE and a.value != b.value:
         return False
-    if facets & PERMS and a.perms != b.perms:
-        return False
-    return not (facets & CHILDREN and a.children.keys() != b.children.keys())
+    return not (facets & PERMS and a.perms != b.perms)
 
 
 class TxnView:
@@ -64,7 +64,7 @@ class TxnView:
 
     live = False
 
-    __slots__ = ("bases", "dirty", "observed", "overlay", "structural", "tree")
+    __slots__ = ("bases", "dirty", "doomed", "listed", "observed", "overlay", "tree")
 
     def __init__(self, tree: Tree) -> None:
         self.tree = tree
@@ -76,21 +76,72 @@ class TxnView:
         self.dirty: dict[str, int] = {}
         #: path -> (live node observed or None, facets observed).
         self.observed: dict[str, tuple[Node | None, int]] = {}
-        self.structural = False
+        #: path -> (children a listing showed that came from the live tree, in order;
+        #: the children this transaction had itself created or removed by then).
+        self.listed: dict[str, tuple[list[str], frozenset[str]]] = {}
+        #: Set when the view became inconsistent with itself: the commit must fail.
+        self.doomed = False
 
     # -- observing -------------------------------------------------------------------
     def _hidden(self, path: str) -> bool:
-        """True if an ancestor was removed or created by this transaction, so a live
-        node at ``path`` that the overlay does not know of is not in this view."""
+        """True if ``path`` (not in the overlay) is absent from this view.
+
+        The nearest ancestor this transaction holds a copy of decides: a removed or
+        newly created ancestor hides every live node below it, and an ancestor copied
+        from the live tree shows only the children it listed when it was copied. In the
+        latter case that child was absent when the copy was taken, and the view now
+        depends on that: it is observed as absent (a later creation conflicts, a
+        sibling's does not).
+        """
         overlay = self.overlay
         p = path
         while p != "/":
-            p = parent_of(p)
+            cut = p.rfind("/")
+            child = p
+            p = p[:cut] if cut > 0 else "/"
             if p in overlay:
-                return overlay[p] is None or self.bases.get(p) is None
+                node = overlay[p]
+                if node is None:
+                    return True
+                if child[cut + 1 :] in node.children:
+                    return False
+                if self.bases[p] is not None:
+                    seen = self.observed.get(child)
+                    if seen is None:
+                        self.observed[child] = (None, 0)
+                    elif seen[0] is not None:
+                        # Seen to exist before, gone from the copy now: no single
+                        # commit point explains both looks.
+                        self.doomed = True
+                return True
         return False
 
     def get(self, path: str, facets: int = 0) -> Node | None:
+        node = self._get(path, facets)
+        if facets & CHILDREN and node is not None and path not in self.listed:
+            self._list(path, node)
+        return node
+
+    def _list(self, path: str, node: Node) -> None:
+        """Record what a listing of ``path`` depends on: the children it shows that this
+        transaction did not create or remove itself, in order."""
+        overlay = self.overlay
+        prefix = path + "/" if path != "/" else "/"
+        decided = frozenset(
+            n
+            for n in node.children
+            if prefix + n in overlay and self.bases.get(prefix + n, node) is None
+        )
+        if path in overlay:
+            # Children removed here no longer show in the copy but were decided here too.
+            decided |= {
+                p[len(prefix) :]
+                for p, n in overlay.items()
+                if n is None and p.startswith(prefix) and "/" not in p[len(prefix) :]
+            }
+        self.listed[path] = ([n for n in node.children if n not in decided], decided)
+
+    def _get(self, path: str, facets: int) -> Node | None:
         """The node as this transaction sees it, recording what was looked at.
 
         Reads are repeatable: the first look at a live path fixes the state this
@@ -102,16 +153,19 @@ class TxnView:
             if node is not None:
                 base = self.bases[path]
                 if base is not None:
-                    need = facets & ~self.dirty[path]
+                    # A value or permission list this transaction wrote is its own; a
+                    # child list it changed still shows the base's other children.
+                    need = facets & ~(self.dirty[path] & ~CHILDREN)
                     if need:
                         self._observe(path, base, need)
             return node
-        if self.structural and path[:1] == "/" and self._hidden(path):
+        if overlay and path[:1] == "/" and self._hidden(path):
             return None
         seen = self.observed.get(path)
         if seen is not None:
             base, old = seen
             if facets & ~old:
+                base = self._rebase(path, base, old)
                 self.observed[path] = (base, old | facets)
             return base
         live = self.tree.nodes.get(path)
@@ -119,6 +173,29 @@ class TxnView:
             live.shared = True
         self.observed[path] = (live, facets)
         return live
+
+    def _rebase(self, path: str, base: Node | None, facets: int) -> Node | None:
+        """Before depending on more facets of a path, move the observation to the live
+        node if every facet observed so far is still the same there: the view gets the
+        newest state of what it has not looked at yet (so it stays consistent with other
+        paths it reads), and nothing it did look at changes."""
+        live = self.tree.nodes.get(path)
+        if live is base or live is None or base is None:
+            return base
+        if not _facets_equal(base, live, facets) or not self._listing_holds(path, live):
+            return base
+        live.shared = True
+        return live
+
+    def _listing_holds(self, path: str, live: Node) -> bool:
+        """Whether a listing recorded for ``path`` still shows the same live children."""
+        seen = self.listed.get(path)
+        if seen is None:
+            return True
+        names, decided = seen
+        if decided:
+            return [n for n in live.children if n not in decided] == names
+        return list(live.children) == names
 
     def _observe(self, path: str, base: Node, facets: int) -> None:
         seen = self.observed.get(path)
@@ -133,7 +210,9 @@ class TxnView:
         if node is _MISSING:
             seen = self.observed.get(path)
             if seen is not None and seen[0] is not None:
-                base = seen[0]
+                base = self._rebase(path, seen[0], seen[1])
+                assert base is not None
+                self.observed[path] = (base, seen[1])
             else:
                 base = self.tree.nodes[path]
                 base.shared = True
@@ -159,7 +238,6 @@ class TxnView:
         self.overlay[path] = Node(value, perms)
         self.bases[path] = None
         self.dirty[path] = _ALL_FACETS
-        self.structural = True
 
     def remove(self, path: str) -> list[tuple[str, Node]]:
         order: list[tuple[str, Node]] = []
@@ -168,9 +246,9 @@ class TxnView:
         nodes = self.tree.nodes
         while stack:
             p = stack.pop()
-            node = overlay[p] if p in overlay else nodes[p]
+            node = overlay[p] if p in overlay else nodes.get(p)
             if node is None:
-                continue
+                continue  # removed here, or gone from the live tree since it was listed
             order.append((p, node))
             prefix = p + "/"
             stack.extend(prefix + name for name in node.children)
@@ -179,8 +257,9 @@ class TxnView:
             self.bases.pop(p, None)
             self.dirty.pop(p, None)
         parent = self._mutable(parent_of(path), CHILDREN)
-        del parent.children[path[path.rfind("/") + 1 :]]
-        self.structural = True
+        # The parent's copy may predate the child (seen through an earlier look at the
+        # child itself): such a view cannot commit, but must not fail here either.
+        parent.children.pop(path[path.rfind("/") + 1 :], None)
         order.reverse()
         return order
 
@@ -220,13 +299,15 @@ class Transaction:
             elif mode == GENERATION:
                 if live.gen != base.gen:
                     failed.append(path)
-            elif not _facets_equal(live, base, facets):
+            elif not _facets_equal(base, live, facets) or not self.view._listing_holds(path, live):
                 failed.append(path)
         return failed
 
     def validate(self, mode: str) -> bool:
         """True if every observation still holds in the live tree (see module note)."""
         view = self.view
+        if view.doomed:
+            return False
         tree = view.tree
         if tree.changes == self.start_changes:
             return True
@@ -241,6 +322,8 @@ class Transaction:
             live = nodes.get(path)
             if live is base:
                 continue
-            if live is None or base is None or not _facets_equal(live, base, facets):
+            if live is None or base is None:
+                return False
+            if not _facets_equal(base, live, facets) or not view._listing_holds(path, live):
                 return False
         return True
