@@ -50,15 +50,11 @@ from typing import Any
 HEADER = struct.Struct("<IIII")
 PAYLOAD_MAX = 4096
 
+# Message types used here (xs_wire.h; spec/xenstore-protocol.md §1.3).
 XS_DIRECTORY = 1
 XS_READ = 2
 XS_WATCH = 4
-XS_TRANSACTION_START = 6
-XS_TRANSACTION_END = 7
 XS_WRITE = 11
-XS_MKDIR = 12
-XS_RM = 13
-XS_SET_PERMS = 14
 XS_WATCH_EVENT = 15
 XS_ERROR = 16
 
@@ -77,8 +73,8 @@ JsonDict = dict[str, Any]
 class XsError(Exception):
     """The daemon answered a request with an XS_ERROR reply."""
 
-    def __init__(self, name: str, msg_type: int, path: str = "") -> None:
-        super().__init__(f"{name} (request type {msg_type}{', ' + path if path else ''})")
+    def __init__(self, name: str, msg_type: int) -> None:
+        super().__init__(f"{name} (request type {msg_type})")
         self.name = name
 
 
@@ -1011,6 +1007,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run, show, _ = WORKLOADS[args.workload]
     cpu = DaemonCpu(args.daemon_pid)
     started = time.time()
+    loadavg_before = os.getloadavg()
     body = run(args, cpu)
     report: JsonDict = {
         "tool": "xsload",
@@ -1022,6 +1019,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "started": started,
         "duration_s": time.time() - started,
         "load_affinity": sorted(os.sched_getaffinity(0)),
+        # Machine load average (1, 5, 15 min) before and after: other work on
+        # the machine is the usual cause of outliers.
+        "loadavg": {"before": loadavg_before, "after": os.getloadavg()},
         **body,
     }
     if not args.quiet:

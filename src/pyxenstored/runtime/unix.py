@@ -14,11 +14,12 @@ import logging
 import os
 import socket
 import stat
+from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
 from ..core.caller import Caller
 from ..core.connection import Connection
-from ..protocol.framing import FramingError
+from ..protocol.framing import FramingError, Packet
 
 if TYPE_CHECKING:
     from .server import Server
@@ -27,16 +28,28 @@ __all__ = ["SocketProtocol", "listen_unix"]
 
 log = logging.getLogger("pyxenstored.unix")
 
+#: Bytes of unsent replies at which a client must read before we answer more.
+_HIGH_WATER = 256 * 1024
+
 
 class SocketProtocol(asyncio.Protocol):
-    """One accepted client connection."""
+    """One accepted client connection.
 
-    __slots__ = ("conn", "server", "transport")
+    Requests are answered in arrival order. After each request whose replies pushed the
+    transport past its high-water mark, we stop: the rest of the received requests wait
+    in ``backlog`` and reading is paused until the client has drained its replies
+    (``resume_writing``). So a client that pipelines thousands of requests but reads its
+    replies is never mistaken for one that does not read.
+    """
+
+    __slots__ = ("backlog", "conn", "paused", "server", "transport")
 
     def __init__(self, server: Server) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.conn: Connection | None = None
+        self.backlog: deque[Packet] = deque()
+        self.paused = False
 
     # asyncio callbacks ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -46,7 +59,7 @@ class SocketProtocol(asyncio.Protocol):
         conn = engine.connect(Caller(engine.priv_domid, True), "socket")
         conn.sink = self
         self.conn = conn
-        self.transport.set_write_buffer_limits(high=256 * 1024)
+        self.transport.set_write_buffer_limits(high=_HIGH_WATER)
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
@@ -54,7 +67,7 @@ class SocketProtocol(asyncio.Protocol):
             return
         server = self.server
         try:
-            server.engine.feed(conn, data)
+            packets = conn.reader.feed(data)
         except FramingError as err:
             log.warning("dropping socket connection %d: %s", conn.id, err)
             server.engine.disconnect(conn)
@@ -62,24 +75,56 @@ class SocketProtocol(asyncio.Protocol):
             self.transport.abort()
             server.flush()
             return
-        out = conn.out
-        if out:
+        if self.paused or self.backlog:
+            self.backlog.extend(packets)
+        elif len(packets) == 1:
+            # The common case: one request, one answer.
+            server.engine.handle(conn, packets[0])
+            if conn.out:
+                self.deliver(conn)
+            if server.engine.woken:
+                server.flush()
+            return
+        else:
+            self.backlog.extend(packets)
+        self._drain_backlog()
+
+    def _drain_backlog(self) -> None:
+        """Answer queued requests until done or until the client must read first."""
+        conn = self.conn
+        transport = self.transport
+        if conn is None or transport is None:
+            return
+        handle = self.server.engine.handle
+        backlog = self.backlog
+        while backlog and not conn.closed:
+            handle(conn, backlog.popleft())
+            if conn.out_bytes >= _HIGH_WATER:
+                self.deliver(conn)
+                if transport.get_write_buffer_size() >= _HIGH_WATER:
+                    break  # pause_writing() has paused reading; resume_writing() resumes
+        if conn.out:
             self.deliver(conn)
-        if server.engine.woken:
-            server.flush()
+        if self.server.engine.woken:
+            self.server.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.backlog.clear()
         if self.conn is not None:
             self.server.engine.disconnect(self.conn)
         self.server.forget(self)
 
     def pause_writing(self) -> None:
+        self.paused = True
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.paused = False
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
+            if self.backlog:
+                self._drain_backlog()
 
     # delivery -------------------------------------------------------------------------
     def deliver(self, conn: Connection) -> None:

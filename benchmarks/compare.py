@@ -1,0 +1,591 @@
+#!/usr/bin/env python3
+"""Run the xsload workloads against several xenstore daemons side by side.
+
+For every run and workload, each daemon is started fresh from its command
+template, the load generator (xsload.py, in a separate process) is run
+against it, and the daemon is killed again.  Daemons are interleaved
+(A, B, A, B, ...) so that drift on a noisy machine hits all of them alike.
+The summary gives, per metric, the median over the runs with its spread
+(min-max) and the ratio of each daemon's median to the baseline daemon's.
+
+    python benchmarks/compare.py --daemon cxenstored --daemon oxenstored --runs 3
+    python benchmarks/compare.py --daemon cxenstored --daemon pyxenstored \\
+        --workloads latency,idle --idle-args "--idle 0,1000,5000"
+    python benchmarks/compare.py --daemon 'mine={repo}/.venv/bin/python -m pyxenstored \\
+        --socket {dir}/socket' --daemon cxenstored --baseline cxenstored
+
+A daemon is a preset name (see PRESETS) or ``NAME=TEMPLATE``.  The template is
+split like a shell command line, then ``{dir}`` (a fresh directory per run;
+the daemon must serve ``{dir}/socket``), ``{repo}`` (this repository) and
+``{shared}`` (the shared directory beside it, see --shared) are substituted.
+It is run without a shell, and it must ``exec`` into the daemon so that the
+process started is the daemon whose CPU time is measured.  See
+benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import xsload
+
+REPO = Path(__file__).resolve().parent.parent
+XSLOAD = Path(__file__).resolve().parent / "xsload.py"
+
+PRESETS: dict[str, str] = {
+    "cxenstored": "{shared}/reference/peer.sh cxenstored {dir}",
+    "oxenstored": "{shared}/reference/peer.sh oxenstored {dir}",
+    "pyxenstored": "{repo}/.venv/bin/python -m pyxenstored --socket {dir}/socket",
+}
+DEFAULT_DAEMONS = ("cxenstored", "oxenstored")
+WORKLOAD_NAMES = tuple(xsload.WORKLOADS)
+
+JsonDict = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DaemonSpec:
+    """How to start one daemon under test."""
+
+    name: str
+    template: str
+
+    def argv(self, run_dir: Path, shared: Path) -> list[str]:
+        values = {"dir": str(run_dir), "repo": str(REPO), "shared": str(shared)}
+        return [token.format(**values) for token in shlex.split(self.template)]
+
+
+@dataclass
+class RunningDaemon:
+    spec: DaemonSpec
+    proc: subprocess.Popen[bytes]
+    run_dir: Path
+    log: IO[bytes]
+    comm: str = ""
+
+    @property
+    def socket(self) -> Path:
+        return self.run_dir / "socket"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+@dataclass
+class RunRecord:
+    run: int
+    workload: str
+    daemon: str
+    ok: bool
+    seconds: float
+    error: str | None = None
+    report: JsonDict | None = None
+    daemon_comm: str = ""
+
+
+@dataclass
+class Settings:
+    daemons: list[DaemonSpec]
+    baseline: str
+    runs: int
+    workloads: list[str]
+    workload_args: dict[str, list[str]]
+    daemon_prefix: list[str]
+    load_prefix: list[str]
+    shared: Path
+    start_timeout: float
+    run_timeout: float
+    keep: bool
+    records: list[RunRecord] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------
+# Daemon lifecycle
+# --------------------------------------------------------------------------
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    """The end of a log file, formatted to be appended to an error message."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    tail = text.splitlines()[-lines:]
+    return "; log:\n" + "\n".join(tail) if tail else "; empty log"
+
+
+def daemon_answers(sock_path: Path) -> bool:
+    """True once the daemon accepts a connection and answers a request."""
+    try:
+        with xsload.Connection(str(sock_path), timeout=1.0) as conn:
+            conn.sock.settimeout(2.0)
+            conn.request_raw(xsload.XS_DIRECTORY, b"/\0")
+        return True
+    except (OSError, TimeoutError):
+        return False
+
+
+def start_daemon(spec: DaemonSpec, settings: Settings) -> RunningDaemon:
+    """Start one daemon in a fresh directory and its own session; wait until it serves."""
+    run_dir = Path(tempfile.mkdtemp(prefix=f"xsbench-{spec.name}-", dir="/tmp"))
+    argv = settings.daemon_prefix + spec.argv(run_dir, settings.shared)
+    log = (run_dir / "daemon.log").open("wb")
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        log.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise RuntimeError(f"cannot start {spec.name}: {shlex.join(argv)}: {exc}") from exc
+    daemon = RunningDaemon(spec, proc, run_dir, log)
+    try:
+        wait_until_serving(daemon, settings.start_timeout, shlex.join(argv))
+    except RuntimeError:
+        stop_daemon(daemon)  # run_dir is kept: the error names it
+        raise
+    except BaseException:  # interrupted
+        stop_daemon(daemon)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    with contextlib.suppress(OSError):
+        daemon.comm = Path(f"/proc/{proc.pid}/comm").read_text().strip()
+    return daemon
+
+
+def wait_until_serving(daemon: RunningDaemon, timeout: float, command: str) -> None:
+    """Wait until the daemon answers on its socket; RuntimeError if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while not (daemon.socket.exists() and daemon_answers(daemon.socket)):
+        log = daemon.run_dir / "daemon.log"
+        if daemon.proc.poll() is not None:
+            raise RuntimeError(
+                f"{daemon.spec.name} exited with status {daemon.proc.returncode} before serving "
+                f"its socket ({command}); kept {daemon.run_dir}{log_tail(log)}"
+            )
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{daemon.spec.name} did not answer on {daemon.socket} within {timeout:.0f} s "
+                f"({command}); kept {daemon.run_dir}{log_tail(log)}"
+            )
+        time.sleep(0.05)
+
+
+def stop_daemon(daemon: RunningDaemon, grace: float = 5.0) -> None:
+    """Stop the daemon: SIGTERM, then SIGKILL, to the process group we created for it.
+
+    The group is signalled only while its leader (the daemon, not yet
+    reaped) exists, so the id cannot belong to anyone else.
+    """
+    proc = daemon.proc
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is not None:
+            break
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+    daemon.log.close()
+
+
+# --------------------------------------------------------------------------
+# One measurement
+# --------------------------------------------------------------------------
+
+
+def load_argv(settings: Settings, workload: str, daemon: RunningDaemon, result: Path) -> list[str]:
+    return [
+        *settings.load_prefix,
+        sys.executable,
+        str(XSLOAD),
+        "--socket",
+        str(daemon.socket),
+        "--daemon-pid",
+        str(daemon.pid),
+        "--json",
+        str(result),
+        "--quiet",
+        workload,
+        *settings.workload_args[workload],
+    ]
+
+
+def measure(settings: Settings, workload: str, daemon: RunningDaemon) -> JsonDict:
+    """Run xsload once against a running daemon; return its JSON report."""
+    result = daemon.run_dir / f"{workload}.json"
+    try:
+        done = subprocess.run(
+            load_argv(settings, workload, daemon, result),
+            capture_output=True,
+            text=True,
+            timeout=settings.run_timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"load generator timed out after {settings.run_timeout:.0f} s") from None
+    if daemon.proc.poll() is not None:
+        # oxenstored exits with status 0 on SIGTERM: a status 0 here usually
+        # means another program signalled it.
+        raise RuntimeError(f"daemon exited during the run (status {daemon.proc.returncode})")
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"status {done.returncode}, no output"]
+        raise RuntimeError(f"load generator failed: {lines[-1]}")
+    report: JsonDict = json.loads(result.read_text())
+    return report
+
+
+def run_one(settings: Settings, run: int, workload: str, spec: DaemonSpec) -> RunRecord:
+    """Start a fresh daemon, measure one workload, stop the daemon."""
+    started = time.monotonic()
+    record = RunRecord(run, workload, spec.name, ok=False, seconds=0.0)
+    try:
+        daemon = start_daemon(spec, settings)
+    except RuntimeError as exc:
+        record.error = str(exc)
+    else:
+        record.daemon_comm = daemon.comm
+        try:
+            record.report = measure(settings, workload, daemon)
+            record.ok = True
+        except RuntimeError as exc:
+            record.error = f"{exc}; kept {daemon.run_dir} (daemon.log)"
+        finally:
+            stop_daemon(daemon)
+            # Kept after a failure (the error names the directory) or with --keep.
+            if record.error is None and not settings.keep:
+                shutil.rmtree(daemon.run_dir, ignore_errors=True)
+    record.seconds = time.monotonic() - started
+    return record
+
+
+def headline(record: RunRecord) -> str:
+    """A short progress summary of one run."""
+    if not record.ok or record.report is None:
+        return f"FAILED: {record.error}"
+    metrics = record.report["metrics"]
+    picks = [
+        name
+        for name in metrics
+        if name.endswith((".median_us", ".req_per_s")) and not name.startswith("N=0.")
+    ]
+    shown = ", ".join(f"{n} {xsload.fmt(metrics[n]['value'])}" for n in picks[:4])
+    return f"{shown}  [{record.seconds:.1f} s, pid comm {record.daemon_comm or '?'}]"
+
+
+# --------------------------------------------------------------------------
+# Summary
+# --------------------------------------------------------------------------
+
+
+def summarize(settings: Settings) -> JsonDict:
+    """Per workload and metric: each daemon's median, min, max and ratio to the baseline."""
+    summary: JsonDict = {}
+    for workload in settings.workloads:
+        per_metric: dict[str, JsonDict] = {}
+        for record in settings.records:
+            if record.workload != workload or not record.ok or record.report is None:
+                continue
+            for name, m in record.report["metrics"].items():
+                if m["value"] is None:
+                    continue
+                entry = per_metric.setdefault(
+                    name, {"unit": m["unit"], "better": m["better"], "daemons": {}}
+                )
+                entry["daemons"].setdefault(record.daemon, []).append(m["value"])
+        for entry in per_metric.values():
+            stats: dict[str, JsonDict] = {}
+            for daemon, values in entry["daemons"].items():
+                median = statistics.median(values)
+                stats[daemon] = {
+                    "values": values,
+                    "n": len(values),
+                    "median": median,
+                    "min": min(values),
+                    "max": max(values),
+                    "spread_pct": (max(values) - min(values)) / median * 100 if median else None,
+                }
+            base = stats.get(settings.baseline)
+            for s in stats.values():
+                s["ratio"] = s["median"] / base["median"] if base and base["median"] else None
+            entry["daemons"] = stats
+        summary[workload] = per_metric
+    return summary
+
+
+def fmt_ratio(ratio: float | None) -> str:
+    """A ratio with two decimals, or two significant digits when it is small."""
+    if ratio is None:
+        return "-"
+    return f"{ratio:.2f}" if ratio >= 0.1 else f"{ratio:.2g}"
+
+
+def print_summary(settings: Settings, summary: JsonDict) -> None:
+    names = [d.name for d in settings.daemons]
+    print()
+    print(
+        f"Medians over {settings.runs} run(s) per daemon, [min..max], and ratio to "
+        f"{settings.baseline} (÷{settings.baseline}).  ↓ lower is better, ↑ higher is better."
+    )
+    for workload, per_metric in summary.items():
+        print()
+        print(f"== {workload} ==")
+        if not per_metric:
+            print("(no successful runs)")
+            continue
+        headers = ["metric"]
+        for name in names:
+            headers += [name, f"÷{settings.baseline}"]
+        rows = []
+        for metric_name, entry in per_metric.items():
+            arrow = "↓" if entry["better"] == "lower" else "↑"
+            row = [f"{metric_name} ({entry['unit']}) {arrow}"]
+            for name in names:
+                s = entry["daemons"].get(name)
+                if s is None:
+                    row += ["-", "-"]
+                    continue
+                digits = 0 if s["median"] >= 1000 else 1 if s["median"] >= 10 else 2
+                cell = (
+                    f"{xsload.fmt(s['median'], digits)} "
+                    f"[{xsload.fmt(s['min'], digits)}..{xsload.fmt(s['max'], digits)}]"
+                )
+                if s["n"] < settings.runs:
+                    cell += f" n={s['n']}"
+                row += [cell, fmt_ratio(s["ratio"])]
+            rows.append(row)
+        xsload.print_table(headers, rows)
+    failures = [r for r in settings.records if not r.ok]
+    if failures:
+        print()
+        print(f"{len(failures)} run(s) failed:")
+        for r in failures:
+            print(f"  run {r.run} {r.workload} {r.daemon}: {r.error}")
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+
+
+def parse_daemon(text: str) -> DaemonSpec:
+    if "=" in text:
+        name, template = text.split("=", 1)
+        name = name.strip()
+        if not name or not template.strip():
+            raise argparse.ArgumentTypeError(f"expected NAME=TEMPLATE, got {text!r}")
+        if "{dir}" not in template:
+            raise argparse.ArgumentTypeError(f"template for {name} lacks {{dir}}: {template!r}")
+        return DaemonSpec(name, template)
+    if text not in PRESETS:
+        raise argparse.ArgumentTypeError(
+            f"unknown preset {text!r} (presets: {', '.join(PRESETS)}; or give NAME=TEMPLATE)"
+        )
+    return DaemonSpec(text, PRESETS[text])
+
+
+def cpu_list(text: str) -> set[int]:
+    """The CPUs of a taskset-style list such as ``0``, ``0,2`` or ``2-3``."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Compare xenstore daemons with xsload workloads, interleaved runs.",
+        epilog=f"Presets: {'; '.join(f'{k} = {v}' for k, v in PRESETS.items())}. "
+        "See benchmarks/README.md.",
+    )
+    parser.add_argument(
+        "--daemon",
+        dest="daemons",
+        action="append",
+        type=parse_daemon,
+        metavar="SPEC",
+        help="a preset name or NAME=TEMPLATE (repeat; default: cxenstored and oxenstored)",
+    )
+    parser.add_argument(
+        "--baseline", help="daemon the ratios are relative to (default: the first one)"
+    )
+    parser.add_argument(
+        "--runs", type=xsload.positive_int, default=3, help="runs per daemon (default 3)"
+    )
+    parser.add_argument(
+        "--workloads",
+        default=",".join(WORKLOAD_NAMES),
+        help=f"comma-separated workloads (default {','.join(WORKLOAD_NAMES)})",
+    )
+    for workload in WORKLOAD_NAMES:
+        parser.add_argument(
+            f"--{workload}-args",
+            default="",
+            metavar="ARGS",
+            help=f"extra xsload options for {workload}, one string, e.g. "
+            + {
+                "latency": '"--iterations 5000"',
+                "throughput": '"--clients 1,4 --seconds 2 --pipeline 4"',
+                "idle": '"--idle 0,1000,5000 --budget 3"',
+            }[workload],
+        )
+    parser.add_argument("--daemon-cpus", default="1", help="taskset CPU list for the daemon")
+    parser.add_argument("--load-cpus", default="0", help="taskset CPU list for the load")
+    parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
+    parser.add_argument(
+        "--shared",
+        type=Path,
+        default=REPO.parent / "shared",
+        help="the shared directory for {shared} (default: beside the repository)",
+    )
+    parser.add_argument(
+        "--start-timeout", type=float, default=30.0, help="seconds to wait for the socket"
+    )
+    parser.add_argument(
+        "--run-timeout", type=float, default=900.0, help="seconds allowed for one load run"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep each run's directory (daemon log, JSON)"
+    )
+    parser.add_argument("--json", metavar="FILE", help="write all raw results and the summary")
+    return parser
+
+
+def make_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Settings:
+    daemons: list[DaemonSpec] = args.daemons or [parse_daemon(n) for n in DEFAULT_DAEMONS]
+    names = [d.name for d in daemons]
+    if len(set(names)) != len(names):
+        parser.error(f"daemon names must be unique: {names}")
+    baseline = args.baseline or names[0]
+    if baseline not in names:
+        parser.error(f"--baseline {baseline} is not one of {names}")
+    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    for w in workloads:
+        if w not in WORKLOAD_NAMES:
+            parser.error(f"unknown workload {w!r} (choose from {', '.join(WORKLOAD_NAMES)})")
+    workload_args: dict[str, list[str]] = {}
+    check = xsload.build_parser()
+    for w in workloads:
+        extra = shlex.split(getattr(args, f"{w}_args"))
+        try:
+            check.parse_args(["--socket", "/dev/null", w, *extra])
+        except SystemExit:
+            parser.error(f"bad --{w}-args: {shlex.join(extra)}")
+        workload_args[w] = extra
+    daemon_prefix: list[str] = []
+    load_prefix: list[str] = []
+    if not args.no_pin:
+        if shutil.which("taskset") is None:
+            print("note: taskset not found; daemon and load are not pinned", file=sys.stderr)
+        else:
+            available = os.sched_getaffinity(0)
+            for option, cpus in (
+                ("--daemon-cpus", args.daemon_cpus),
+                ("--load-cpus", args.load_cpus),
+            ):
+                try:
+                    wanted = cpu_list(cpus)
+                except ValueError:
+                    parser.error(f"{option}: bad CPU list {cpus!r}")
+                if not wanted <= available:
+                    parser.error(
+                        f"{option} {cpus}: CPUs {sorted(wanted - available)} are not available "
+                        f"(have {sorted(available)}); choose others or use --no-pin"
+                    )
+            daemon_prefix = ["taskset", "-c", args.daemon_cpus]
+            load_prefix = ["taskset", "-c", args.load_cpus]
+    return Settings(
+        daemons=daemons,
+        baseline=baseline,
+        runs=args.runs,
+        workloads=workloads,
+        workload_args=workload_args,
+        daemon_prefix=daemon_prefix,
+        load_prefix=load_prefix,
+        shared=args.shared.resolve(),
+        start_timeout=args.start_timeout,
+        run_timeout=args.run_timeout,
+        keep=args.keep,
+    )
+
+
+def exit_on_sigterm(signum: int, frame: object) -> None:
+    """Turn SIGTERM into SystemExit so that the running daemon is stopped on the way out."""
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = make_settings(args, parser)
+    for spec in settings.daemons:
+        argv = settings.daemon_prefix + spec.argv(Path("{dir}"), settings.shared)
+        print(f"{spec.name}: {shlex.join(argv)}")
+    print(
+        f"load: {shlex.join(settings.load_prefix) or '(unpinned)'} xsload.py; "
+        f"{settings.runs} run(s) of {', '.join(settings.workloads)}, interleaved"
+    )
+    try:
+        for run in range(1, settings.runs + 1):
+            for workload in settings.workloads:
+                for spec in settings.daemons:
+                    print(
+                        f"run {run}/{settings.runs} {workload:<10} {spec.name:<12} ",
+                        end="",
+                        flush=True,
+                    )
+                    record = run_one(settings, run, workload, spec)
+                    settings.records.append(record)
+                    print(headline(record), flush=True)
+    except KeyboardInterrupt:
+        print("\ninterrupted; summarising the runs done so far", file=sys.stderr)
+    summary = summarize(settings)
+    print_summary(settings, summary)
+    if args.json:
+        document = {
+            "tool": "xsload-compare",
+            "format": 1,
+            "host": {
+                "machine": platform.machine(),
+                "kernel": platform.release(),
+                "cpus": os.cpu_count(),
+                "hostname": socket.gethostname(),
+            },
+            "daemons": {d.name: d.template for d in settings.daemons},
+            "baseline": settings.baseline,
+            "runs": settings.runs,
+            "workload_args": settings.workload_args,
+            "daemon_prefix": settings.daemon_prefix,
+            "load_prefix": settings.load_prefix,
+            "records": [vars(r) for r in settings.records],
+            "summary": summary,
+        }
+        Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
+    return 1 if any(not r.ok for r in settings.records) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""End-to-end tests: the real daemon over real sockets, and real Xen tools."""
