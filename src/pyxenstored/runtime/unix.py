@@ -75,19 +75,22 @@ class SocketProtocol(asyncio.Protocol):
             self.transport.abort()
             server.flush()
             return
-        if self.paused or self.backlog:
-            self.backlog.extend(packets)
-        elif len(packets) == 1:
-            # The common case: one request, one answer.
-            server.engine.handle(conn, packets[0])
-            if conn.out:
-                self.deliver(conn)
-            if server.engine.woken:
+        if len(packets) == 1 and not self.paused and not self.backlog:
+            # The common case: one request, one answer. Our own replies need no cap
+            # check here: the high-water mark pauses us before they can pile up.
+            engine = server.engine
+            engine.handle(conn, packets[0])
+            out = conn.out
+            if out:
+                conn.out = []
+                conn.out_bytes = 0
+                self.transport.write(out[0] if len(out) == 1 else b"".join(out))  # type: ignore[union-attr]
+            if engine.woken:
                 server.flush()
             return
-        else:
-            self.backlog.extend(packets)
-        self._drain_backlog()
+        self.backlog.extend(packets)
+        if not self.paused:
+            self._drain_backlog()
 
     def _drain_backlog(self) -> None:
         """Answer queued requests until done or until the client must read first."""
