@@ -21,6 +21,7 @@ __all__ = [
     "NoSpace",
     "NotPermitted",
     "PermissionDenied",
+    "QuotaExceeded",
     "TooBig",
     "Unsupported",
     "XenstoreError",
@@ -87,6 +88,15 @@ class NoMemory(XenstoreError):
 
 class NoSpace(XenstoreError):
     name = "ENOSPC"
+
+
+class QuotaExceeded(NoSpace):
+    """A quota refused the request. ``quota`` names it (for the refusal log); the wire
+    name is ENOSPC unless a quota answers otherwise (E2BIG, ENOMEM)."""
+
+    def __init__(self, quota: str, name: str | None = None) -> None:
+        super().__init__(f"{quota} quota", name)
+        self.quota = quota
 
 
 class InternalError(XenstoreError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..errors import NoEntry, NoSpace, PermissionDenied, XenstoreError
+from ..errors import NoEntry, PermissionDenied, QuotaExceeded, XenstoreError
 from ..protocol.paths import parent_of
 from ..protocol.perms import WRITE, Perms
 from ..store.node import PERMS, Node
@@ -81,7 +81,7 @@ def create_path(
 
     Raises:
         PermissionDenied: no write right on the nearest existing ancestor.
-        NoSpace: the creator's node quota would be exceeded.
+        QuotaExceeded: the creator's node quota would be exceeded.
     """
     missing = [path]
     p = path
@@ -94,7 +94,7 @@ def create_path(
     if not caller.privileged and not access(caller, anc.perms, anc.gen, stale) & WRITE:
         raise PermissionDenied()
     if 0 <= node_quota < len(missing):
-        raise NoSpace("node quota")
+        raise QuotaExceeded("nodes")
     perms = anc.perms
     if not caller.privileged and perms[0][1] != caller.domid:
         perms = ((perms[0][0], caller.domid), *perms[1:])

@@ -47,6 +47,7 @@ class Connection:
         "requests",
         "sink",
         "transactions",
+        "watch_bytes",
         "watches",
     )
 
@@ -59,6 +60,8 @@ class Connection:
         self.out: list[bytes] = []
         self.out_bytes = 0
         self.watches: dict[tuple[str, bytes], Watch] = {}
+        #: Bytes of watch paths and tokens (they count against the memory quota).
+        self.watch_bytes = 0
         self.transactions: dict[int, Transaction] = {}
         self.next_txid = 1
         self.closed = False

@@ -20,8 +20,8 @@ from ..errors import (
     InternalError,
     Invalid,
     NoEntry,
-    NoSpace,
     PermissionDenied,
+    QuotaExceeded,
     TooBig,
     Unsupported,
     XenstoreError,
@@ -33,7 +33,7 @@ from ..protocol.paths import canonicalize, parent_of
 from ..protocol.perms import NONE, READ, Perms
 from ..protocol.wire import DOMID_ANY, HEADER, PAYLOAD_MAX, Op, RingFeature
 from ..store.node import Node
-from ..store.tree import Tree
+from ..store.tree import Tree, node_bytes
 from .access import create_path
 from .caller import Caller
 from .confighooks import ConfigHooks
@@ -44,6 +44,7 @@ from .domains import Domain, DomainBackend, NoHypervisor
 from .optable import MUTATES, NOTID, PRIV, TABLE
 from .permissions import StaleCheck
 from .quota import Limits, QuotaTable
+from .refusals import RefusalLog
 from .transactions import COALESCE, Transaction
 from .watches import WatchRegistry
 
@@ -101,6 +102,7 @@ class Engine:
         self.tree.create_special("@releaseDomain", ((NONE, priv_domid), (READ, DOMID_ANY)))
         self.quotas = QuotaTable(self.limits)
         self.conflict_guard = ConflictGuard()
+        self.refusals = RefusalLog()
         #: Live configuration under /tool/xenstored/ (attached by the runtime), or None.
         self.config: ConfigHooks | None = None
         self._self = Caller(priv_domid, True)
@@ -194,6 +196,8 @@ class Engine:
             msg = _pack(op, req_id, tx_id, len(reply)) + reply
         except XenstoreError as err:
             msg = _error_message(req_id, tx_id, err.name)
+            if isinstance(err, QuotaExceeded):
+                self.refusals.note(conn.caller.domid, err.quota)
         except Exception:
             log.exception("internal error handling %r from %r", packet[:3], conn)
             msg = _error_message(req_id, tx_id, InternalError.name)
@@ -242,7 +246,7 @@ class Engine:
         limit = self.quota(caller.domid, "transaction-nodes")
         touched = txn.view.touched + (1 if self.limits.rule == "4.22" else 0)
         if self.limits.exceeded(touched, limit):
-            raise NoSpace("transaction-nodes quota")
+            raise QuotaExceeded("transaction-nodes")
 
     # -- helpers for handlers --------------------------------------------------------
     def canonical(self, caller: Caller, raw: bytes, allow_special: bool) -> str:
@@ -314,12 +318,46 @@ class Engine:
         used = {"nodes": self.tree.owner_count.get(domid, 0)}
         used["watches"] = len(conn.watches) if conn is not None else 0
         used["transactions"] = len(conn.transactions) if conn is not None else 0
-        used["memory"] = sum(
-            len(p) + len(n.value) + 8 * len(n.perms)
-            for p, n in self.tree.nodes.items()
-            if n.perms[0][1] == domid and type(n) is Node
-        )
+        used["memory"] = self.memory_used(domid, conn)
+        used["outstanding"] = len(conn.out) if conn is not None else 0
         return used
+
+    def memory_used(self, domid: int, conn: Connection | None) -> int:
+        """Bytes charged to a domain: its nodes, its watches and its queued output."""
+        used = self.tree.owner_bytes.get(domid, 0)
+        if conn is not None:
+            used += conn.watch_bytes + conn.out_bytes
+        return used
+
+    def check_memory(self, conn: Connection, extra: int) -> None:
+        """Refuse (ENOMEM) an unprivileged request that would take the domain's memory
+        to its hard limit; warn (rate-limited) past the soft limit."""
+        caller = conn.caller
+        if caller.privileged:
+            return
+        used = self.memory_used(caller.domid, conn) + extra
+        hard = self.quota(caller.domid, "memory")
+        if hard and used >= hard:
+            raise QuotaExceeded("memory", "ENOMEM")
+        soft = self.limits.soft_memory
+        if soft and used >= soft:
+            self.refusals.note(caller.domid, "soft-memory", refused=False)
+
+    def paused(self, conn: Connection) -> bool:
+        """Whether a domain's ring must not be read for now: it has as many requests
+        outstanding as its quota allows, is at its memory limit, or has caused too many
+        conflicts. Its requests wait; none is failed."""
+        caller = conn.caller
+        if caller.privileged:
+            return False
+        domid = caller.domid
+        outstanding = self.quota(domid, "outstanding")
+        if outstanding and len(conn.out) >= outstanding:
+            return True
+        memory = self.quota(domid, "memory")
+        if memory and self.memory_used(domid, conn) >= memory:
+            return True
+        return self.conflict_guard.paused(domid)
 
     def memory_report(self) -> list[str]:
         """A summary of what the store holds (CONTROL memreport)."""
@@ -452,10 +490,6 @@ class Engine:
         ]
         self.conflict_guard.trim(min(starts) if starts else None)
 
-    def paused(self, conn: Connection) -> bool:
-        """Whether a domain's requests must wait (it caused too many conflicts)."""
-        return not conn.caller.privileged and self.conflict_guard.paused(conn.caller.domid)
-
     def reset_connection(self, conn: Connection) -> None:
         """Drop a ring connection's watches, transactions, queued output and partial
         input (every INTRODUCE, and the ring reconnection handshake)."""
@@ -484,6 +518,13 @@ class Engine:
             for name in node.children:
                 if prefix + name not in nodes:
                     problems.append(f"missing child {prefix + name}")
+        sizes: dict[int, int] = {}
+        for path, node in nodes.items():
+            if path[:1] == "/":
+                sizes[node.owner] = sizes.get(node.owner, 0) + node_bytes(path, node)
+        for domid in set(sizes) | set(self.tree.owner_bytes):
+            if self.tree.owner_bytes.get(domid, 0) != sizes.get(domid, 0):
+                problems.append(f"memory count of domain {domid} is wrong")
         for domid in set(counts) | set(self.tree.owner_count):
             if self.tree.owner_count.get(domid, 0) != counts.get(domid, 0):
                 problems.append(f"node count of domain {domid} is wrong")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import Busy, Exists, Invalid, NoEntry, NoSpace
+from ..errors import Busy, Exists, Invalid, NoEntry, QuotaExceeded
 from ..protocol.args import strings
 from ..protocol.wire import RingFeature
 from .access import View
@@ -47,7 +47,8 @@ def h_watch(
     if not caller.privileged:
         count = len(conn.watches) + (1 if e.limits.rule == "4.22" else 0)
         if e.limits.exceeded(count, e.quota(caller.domid, "watches")):
-            raise NoSpace("watch quota")
+            # C xenstored <=4.21 answered E2BIG here; 4.22 answers ENOSPC.
+            raise QuotaExceeded("watches", "ENOSPC" if e.limits.rule == "4.22" else "E2BIG")
     relative = raw[:1] not in (b"/", b"@")
     e.watches.add(Watch(conn, path, token, len(caller.home) + 1 if relative else 0, depth))
     initial = event_message(raw.decode("ascii"), token)
@@ -85,7 +86,7 @@ def h_transaction_start(
     if not caller.privileged:
         count = len(conn.transactions) + (1 if e.limits.rule == "4.22" else 0)
         if e.limits.exceeded(count, e.quota(caller.domid, "transactions")):
-            raise NoSpace("transaction quota")
+            raise QuotaExceeded("transactions")
     txid = conn.next_txid
     while txid == 0 or txid in conn.transactions:
         txid = (txid + 1) & 0xFFFFFFFF

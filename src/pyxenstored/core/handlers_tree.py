@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import Invalid, NoEntry, NoSpace, NotPermitted, PermissionDenied
+from ..errors import Invalid, NoEntry, NotPermitted, PermissionDenied, QuotaExceeded
 from ..protocol.args import one_arg, split_write, strings
 from ..protocol.paths import parent_of
 from ..protocol.perms import READ, WRITE, format_perms, parse_perms
@@ -57,7 +57,7 @@ def h_read(
 def _check_size(e: Engine, conn: Connection, size: int) -> None:
     caller = conn.caller
     if not caller.privileged and e.limits.exceeded(size, e.quota(caller.domid, "node-size")):
-        raise NoSpace("node-size quota")
+        raise QuotaExceeded("node-size")
 
 
 def h_write(
@@ -78,11 +78,13 @@ def h_write(
             if not access(caller, node.perms, node.gen, e.stale) & WRITE:
                 raise PermissionDenied()
             _check_size(e, conn, node.size() - len(node.value) + len(value))
+            e.check_memory(conn, len(value) - len(node.value))
         view.set_value(path, value)
         created = None
     else:
         if not caller.privileged:
             _check_size(e, conn, 16 + 8 * 5 + len(value))
+            e.check_memory(conn, len(path) + len(value))
         created = create_path(caller, view, path, value, e.stale, e.node_allowance(caller))
     if view.live:
         if created is not None and caller.privileged:
@@ -214,7 +216,7 @@ def h_set_perms(
     if not caller.privileged and e.limits.exceeded(
         len(args) - 1, e.quota(caller.domid, "node-permissions")
     ):
-        raise NoSpace("node-permissions quota")
+        raise QuotaExceeded("node-permissions")
     perms = parse_perms(args[1:])
     path = e.canonical(caller, args[0], True)
     if e.config is not None and path.startswith(CONFIG_PREFIX):

@@ -64,6 +64,7 @@ class WatchRegistry:
     def add(self, watch: Watch) -> None:
         self.by_path.setdefault(watch.path, []).append(watch)
         watch.conn.watches[(watch.path, watch.token)] = watch
+        watch.conn.watch_bytes += len(watch.path) + len(watch.token)
         self.count += 1
 
     def remove(self, watch: Watch) -> None:
@@ -72,7 +73,8 @@ class WatchRegistry:
             lst.remove(watch)
             if not lst:
                 del self.by_path[watch.path]
-        watch.conn.watches.pop((watch.path, watch.token), None)
+        if watch.conn.watches.pop((watch.path, watch.token), None) is not None:
+            watch.conn.watch_bytes -= len(watch.path) + len(watch.token)
         self.count -= 1
 
     def remove_all(self, conn: Connection) -> None:

@@ -17,15 +17,22 @@ from ..protocol.paths import parent_of
 from ..protocol.perms import Perms
 from .node import Node
 
-__all__ = ["Tree"]
+__all__ = ["Tree", "node_bytes"]
 
 _ABSENT: Node | None = None
+
+
+def node_bytes(path: str, node: Node) -> int:
+    """What a node costs its owner's memory quota: path, value and permissions."""
+    # Statistics nodes (subclasses) compute their value; they store nothing.
+    value = node.value if type(node) is Node else b""
+    return len(path) + len(value) + 8 * len(node.perms)
 
 
 class Tree:
     """The live store. Callers check permissions and quotas before calling."""
 
-    __slots__ = ("changes", "gen", "journal", "log", "nodes", "owner_count")
+    __slots__ = ("changes", "gen", "journal", "log", "nodes", "owner_bytes", "owner_count")
 
     #: Changes made through this view are real: handlers fire watches for them.
     live = True
@@ -35,6 +42,8 @@ class Tree:
         self.gen = 0
         self.changes = 0
         self.owner_count: dict[int, int] = {root_perms[0][1]: 1}
+        #: Bytes of path, value and permissions of the nodes each domain owns.
+        self.owner_bytes: dict[int, int] = {root_perms[0][1]: 1 + 8 * len(root_perms)}
         self.journal: list[tuple[str, Node | None]] | None = None
         #: When a list, every changed path is appended to it (conflict blame).
         self.log: list[str] | None = None
@@ -65,6 +74,8 @@ class Tree:
     def set_value(self, path: str, value: bytes) -> None:
         """Replace the value of an existing node."""
         node = self._own(path, self.nodes[path])
+        owner = node.perms[0][1]
+        self.owner_bytes[owner] = self.owner_bytes.get(owner, 0) + len(value) - len(node.value)
         node.value = value
         self._stamp(node)
         if self.log is not None:
@@ -73,12 +84,9 @@ class Tree:
     def set_perms(self, path: str, perms: Perms) -> None:
         """Replace the permissions of an existing node (the owner count follows)."""
         node = self._own(path, self.nodes[path])
-        old_owner = node.perms[0][1]
+        self._charge(path, node, -1)
         node.perms = perms
-        new_owner = perms[0][1]
-        if new_owner != old_owner:
-            self._count(old_owner, -1)
-            self._count(new_owner, 1)
+        self._charge(path, node, 1)
         self._stamp(node)
         if self.log is not None:
             self.log.append(path)
@@ -93,7 +101,7 @@ class Tree:
         if self.journal is not None:
             self.journal.append((path, _ABSENT))
         self.nodes[path] = node
-        self._count(perms[0][1], 1)
+        self._charge(path, node, 1)
         if self.log is not None:
             self.log += (parent_path, path)
 
@@ -123,7 +131,7 @@ class Tree:
             if journal is not None:
                 journal.append((p, node))
             del nodes[p]
-            self._count(node.perms[0][1], -1)
+            self._charge(p, node, -1)
         parent_path = parent_of(path)
         parent = self._own(parent_path, nodes[parent_path])
         del parent.children[path[path.rfind("/") + 1 :]]
@@ -133,13 +141,18 @@ class Tree:
             self.log.extend(p for p, _ in order)
         return order
 
-    def _count(self, owner: int, delta: int) -> None:
+    def _charge(self, path: str, node: Node, sign: int) -> None:
+        """Add (sign 1) or take away (sign -1) a node from its owner's accounts."""
+        owner = node.perms[0][1]
         counts = self.owner_count
-        n = counts.get(owner, 0) + delta
+        n = counts.get(owner, 0) + sign
+        size = self.owner_bytes.get(owner, 0) + sign * node_bytes(path, node)
         if n:
             counts[owner] = n
+            self.owner_bytes[owner] = size
         else:
             counts.pop(owner, None)
+            self.owner_bytes.pop(owner, None)
 
     # -- journal ---------------------------------------------------------------------
     def begin_journal(self) -> None:
@@ -155,10 +168,10 @@ class Tree:
         for path, before in reversed(journal):
             current = nodes.get(path)
             if current is not None:
-                self._count(current.perms[0][1], -1)
+                self._charge(path, current, -1)
             if before is None:
                 nodes.pop(path, None)
             else:
                 nodes[path] = before
-                self._count(before.perms[0][1], 1)
+                self._charge(path, before, 1)
         self.changes += 1
