@@ -12,6 +12,7 @@ from typing import Any
 from .errors import XenstoreError
 from .liveconfig.registry import Registry
 from .runtime.loops import LOOPS
+from .runtime.rings import XEN_MODES
 from .runtime.server import Server, ServerConfig
 
 __all__ = ["default_socket_path", "main", "parse_args"]
@@ -54,6 +55,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="start value of a live setting (a node under /tool/xenstored/, e.g. quota/nodes)",
     )
     p.add_argument(
+        "--xen",
+        choices=XEN_MODES,
+        default="auto",
+        help="serve guest rings through Linux Xen devices (auto: if /dev/xen/evtchn exists)",
+    )
+    p.add_argument(
+        "--sim-xen",
+        metavar="DIR",
+        help="serve guest rings through the simulated Xen in DIR (tests, benchmarks)",
+    )
+    p.add_argument(
+        "--stub-domain",
+        action="store_true",
+        help="no Unix socket: dom0 connects over its own ring (port from --event)",
+    )
+    p.add_argument(
+        "--event",
+        type=int,
+        metavar="PORT",
+        help="dom0's event channel port in stub-domain mode (as init-xenstore-domain passes)",
+    )
+    p.add_argument(
         "--quota-rule",
         choices=("4.21", "4.22"),
         default="4.21",
@@ -90,18 +113,28 @@ def _start_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.stub_domain and args.socket:
+        raise SystemExit("--stub-domain serves no Unix socket: drop --socket")
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     config = ServerConfig(
-        socket_path=args.socket or default_socket_path(),
+        socket_path=None if args.stub_domain else args.socket or default_socket_path(),
+        xen=args.xen,
+        sim_xen_dir=args.sim_xen,
+        stub_domain=args.stub_domain,
+        event_port=args.event,
         pid_file=args.pid_file,
         loop=args.loop,
         priv_domid=args.priv_domid,
         settings=_start_settings(args),
     )
-    Server(config).run()
+    try:
+        server = Server(config)
+    except (ValueError, OSError) as err:
+        raise SystemExit(f"pyxenstored: {err}") from None
+    server.run()
     return 0
 
 

@@ -1,6 +1,15 @@
 """Handlers of the domain operations: INTRODUCE, RELEASE, GET_DOMAIN_PATH,
 IS_DOMAIN_INTRODUCED, RESUME, SET_TARGET, GET_FEATURE, SET_FEATURE
-(xenstore-protocol.md §1.4, §3.7, §5.6, §7.3)."""
+(xenstore-protocol.md §1.4, §3.7, §5.6, §7.3), and the domain lifecycle entry points the
+runtime calls: :func:`introduce_domain` (dom0's own ring at start-up),
+:func:`domain_died` and :func:`domain_shut_down` (VIRQ_DOM_EXC).
+
+Lifecycle contract: a domain is introduced once (``@introduceDomain``), may be
+re-introduced any number of times (its connection and ring are reset, nothing fires),
+and leaves exactly once, by RELEASE or death, which deletes the nodes it owned, strips
+its grants everywhere and fires ``@releaseDomain``. A guest that breaks the ring
+protocol is only cut off: it leaves when it dies (XSA-325).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +27,8 @@ if TYPE_CHECKING:
     from .transactions import Transaction
 
 __all__ = [
+    "domain_died",
+    "domain_shut_down",
     "h_get_domain_path",
     "h_get_feature",
     "h_introduce",
@@ -26,6 +37,8 @@ __all__ = [
     "h_resume",
     "h_set_feature",
     "h_set_target",
+    "introduce_domain",
+    "release_domain",
 ]
 
 OK = b"OK\0"
@@ -37,6 +50,68 @@ def _port(raw: bytes) -> int:
     return int(raw)
 
 
+def introduce_domain(e: Engine, domid: int, port: int, *, reset: bool = True) -> Domain:
+    """INTRODUCE (first or repeated), also used by the runtime for dom0's own ring.
+
+    A first introduction maps and binds through the backend, advertises the domain's
+    features (SET_FEATURE may have masked them), records the domain and fires
+    ``@introduceDomain`` unless it is the privileged domain. A repeat only rebinds the
+    event channel. Then, with ``reset`` (every INTRODUCE; not for a ring the daemon
+    attaches to at start-up, whose guest may already be waiting), the connection loses
+    its watches, transactions, queued output and partial input, the four ring indexes
+    become 0 and a pending RECONNECT is completed (xenstore-protocol.md §5.6).
+
+    Raises:
+        NoEntry: the hypervisor does not know the domain.
+        XenstoreError: the backend could not map or bind.
+    """
+    dom = e.domains.get(domid)
+    if dom is None:
+        if not e.backend.exists(domid):
+            raise NoEntry("no such domain")
+        features = e.pending_features.get(domid, e.features)
+        conn = e.backend.introduce(domid, port, features)
+        e.pending_features.pop(domid, None)
+        dom = Domain(domid, port, conn, e.domain_born(domid), features)
+        e.domains[domid] = dom
+        if domid != e.priv_domid:
+            e.watches.fire_special("@introduceDomain", domid, e.tree)
+    else:
+        dom.port = port
+        e.backend.reintroduce(dom, port)
+    if reset:
+        if dom.conn is not None and not dom.conn.closed:
+            e.reset_connection(dom.conn)
+        e.backend.reset(dom)
+    return dom
+
+
+def release_domain(e: Engine, domid: int) -> None:
+    """RELEASE, or the death of a domain: stop serving its ring, then delete the nodes
+    it owned, strip its grants and fire ``@releaseDomain`` (if it was introduced)."""
+    dom = e.domains.get(domid)
+    if dom is not None:
+        e.backend.release(dom)
+    e.destroy_domain(domid)
+
+
+def domain_shut_down(e: Engine, domid: int) -> None:
+    """The hypervisor says ``domid`` shut down: ``@releaseDomain`` once (RESUME re-arms)."""
+    dom = e.domains.get(domid)
+    if dom is None or dom.shutdown_reported or domid == e.priv_domid:
+        return
+    dom.shutdown_reported = True
+    e.watches.fire_special("@releaseDomain", domid, e.tree)
+
+
+def domain_died(e: Engine, domid: int) -> None:
+    """The hypervisor says ``domid`` is dead (or dying): forget it as RELEASE would."""
+    if domid == e.priv_domid:
+        return
+    if domid in e.domains or domid in e.births:
+        release_domain(e, domid)
+
+
 def h_introduce(
     e: Engine, conn: Connection, view: View, txn: Transaction | None, payload: bytes
 ) -> bytes:
@@ -44,21 +119,8 @@ def h_introduce(
     if len(args) < 3:
         raise Invalid("INTRODUCE takes domid, gfn and port")
     domid = parse_domid(args[0])
-    port = _port(args[2])
-    dom = e.domains.get(domid)
-    if dom is not None:
-        e.reintroduce(dom, port)
-        return OK
-    if not e.backend.exists(domid):
-        raise NoEntry("no such domain")
-    features = e.pending_features.pop(domid, e.features)
-    ring = e.backend.introduce(domid, port)
-    dom = Domain(domid, port, ring, e.tree.gen)
-    if ring is not None:
-        ring.features = features
-    e.domains[domid] = dom
-    if domid != e.priv_domid:
-        e.watches.fire_special("@introduceDomain", domid, e.tree)
+    # The gfn (args[1]) is ignored, as C does: the page is grant reference 1.
+    introduce_domain(e, domid, _port(args[2]))
     return OK
 
 
@@ -68,11 +130,9 @@ def h_release(
     domid = parse_domid(one_arg(payload))
     if domid == e.priv_domid:
         raise Invalid("cannot release the privileged domain")
-    dom = e.domains.get(domid)
-    if dom is None:
+    if domid not in e.domains:
         raise NoEntry("domain not introduced")
-    e.backend.release(dom)
-    e.destroy_domain(domid)
+    release_domain(e, domid)
     return OK
 
 
@@ -142,9 +202,9 @@ def h_get_feature(
         raise PermissionDenied()
     domid = parse_domid(args[0])
     dom = e.domains.get(domid)
-    if dom is not None and dom.conn is not None:
-        return b"%d\0" % dom.conn.features
-    if dom is None and not e.backend.exists(domid):
+    if dom is not None:
+        return b"%d\0" % dom.features
+    if not e.backend.exists(domid):
         raise NoEntry("no such domain")
     return b"%d\0" % e.pending_features.get(domid, e.features)
 

@@ -21,6 +21,7 @@ from ..liveconfig.registry import Registry
 from ..liveconfig.tree import ConfigTree
 from .accesslog import AccessLog
 from .loops import loop_factory
+from .rings import RingManager, open_xen
 from .unix import SocketProtocol, listen_unix
 
 __all__ = ["Server", "ServerConfig"]
@@ -43,6 +44,13 @@ class ServerConfig:
     priv_domid: int = 0
     backlog: int = 4096
     settings: dict[str, Any] = field(default_factory=dict)
+    #: hypervisor backend: "auto" (Linux Xen if /dev/xen/evtchn exists), "linux", "none"
+    xen: str = "none"
+    #: the simulated Xen's directory (simulated-xen.md); overrides ``xen``
+    sim_xen_dir: str | None = None
+    #: dom0 reaches us over its ring only (no socket); its port is ``event_port``
+    stub_domain: bool = False
+    event_port: int | None = None
 
 
 def raise_nofile_limit() -> int:
@@ -72,7 +80,17 @@ class Server:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.registry = Registry(config.settings)
-        self.engine = Engine(priv_domid=config.priv_domid)
+        xen = open_xen(config.xen, config.sim_xen_dir)
+        self.rings: RingManager | None = None
+        if xen is not None:
+            self.rings = RingManager(
+                xen, stub_domain=config.stub_domain, event_port=config.event_port
+            )
+        elif config.stub_domain:
+            raise ValueError("stub-domain mode needs a hypervisor (Xen or --sim-xen)")
+        self.engine = Engine(priv_domid=config.priv_domid, backend=self.rings)
+        if self.rings is not None:
+            self.rings.attach(self.engine, self.flush)
         self.live_config = ConfigTree(self.engine, self.registry)
         self.socket_buffer_max = int(self.registry.get("limits/socket-buffer-bytes"))
         self.clients: set[SocketProtocol] = set()
@@ -141,6 +159,8 @@ class Server:
         nofile = raise_nofile_limit()
         logging.getLogger("pyxenstored").setLevel(str(self.registry.get("log/level")).upper())
         self._configure_access_log()
+        if self.rings is not None:
+            self.rings.start(loop)
         if config.socket_path:
             self._listeners.append(await listen_unix(self, config.socket_path, config.backlog))
             log.info("listening on %s (open-file limit %d)", config.socket_path, nofile)
@@ -166,6 +186,8 @@ class Server:
     async def shutdown(self) -> None:
         for listener in self._listeners:
             listener.close()
+        if self.rings is not None:
+            self.rings.close()
         for proto in list(self.clients):
             if proto.transport is not None:
                 proto.transport.close()

@@ -1,0 +1,242 @@
+"""The simulated Xen backend: ring pages in files, event channels as datagrams.
+
+This implements the daemon side of ``simulated-xen.md`` (the contract shared with the
+guest-side client ``client/ring.py`` and with the reference C daemon's shim). In the
+directory ``DIR``:
+
+* ``ring.<domid>``: the guest's page; mapping it (``mmap(MAP_SHARED)``) stands for
+  mapping grant reference 1. A file shorter than a page is refused. (A file truncated
+  after it was mapped would make the daemon fault: the simulation trusts its harness
+  there, as real grant mappings cannot shrink.)
+* ``evtchn``: the datagram socket this backend binds. A datagram is a kick; its sender
+  address ``.../notify.<domid>`` names the domain. A kick from any other sender carrying
+  port 1 is VIRQ_DOM_EXC; any other kick means "look at every ring".
+* ``notify.<domid>``: the guest's socket; :meth:`SimXen.notify` sends it the 4-byte
+  local port, without waiting (a missing or full socket is not an error: a full queue
+  already wakes the guest).
+* ``dying.<domid>``: while it exists the domain is dying, i.e. it does not exist and
+  ``domain_changes`` reports it dead.
+* ``ring.0`` and ``xsd_port``: dom0's own page and port (created here if missing, never
+  truncated), standing for ``/proc/xen/xsd_kva`` and ``/proc/xen/xsd_port``.
+
+A domid below ``ndoms`` (``$FAKEXEN_NDOMS``, default 100) exists unless it is dying.
+
+Lost kicks: a Unix datagram socket queues at most ``net.unix.max_dgram_qlen`` datagrams
+(10 by default) and a non-blocking guest's kick is then dropped, which real event
+channels never do. So when one drain of the socket (from empty to empty) returns that
+many datagrams, a kick may have been lost and :meth:`SimXen.pending` adds ANY_PORT. This
+is the only place where the simulated daemon may look at rings nobody signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import socket
+import stat
+
+from .base import ANY_PORT, DomainState
+
+__all__ = ["VIRQ_PORT", "SimMapping", "SimXen"]
+
+#: the port number standing for VIRQ_DOM_EXC in kicks and in ``pending()``
+VIRQ_PORT = 1
+_FIRST_PORT = 10
+_DRAIN_MAX = 4096
+_PAGE = 4096
+_DEFAULT_XSD_PORT = b"5"
+
+
+def _dgram_qlen() -> int:
+    try:
+        with open("/proc/sys/net/unix/max_dgram_qlen") as f:
+            return max(1, int(f.read().strip()))
+    except (OSError, ValueError):
+        return 10
+
+
+class SimMapping:
+    """A ring file mapped shared, standing for a grant mapping."""
+
+    __slots__ = ("_mm", "_page")
+
+    def __init__(self, path: str) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size < _PAGE:
+                raise OSError(f"{path}: not a {_PAGE}-byte ring page")
+            self._mm = mmap.mmap(fd, _PAGE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        self._page: memoryview | None = memoryview(self._mm)
+
+    @property
+    def page(self) -> memoryview:
+        if self._page is None:
+            raise ValueError("mapping closed")
+        return self._page
+
+    def close(self) -> None:
+        if self._page is not None:
+            self._page.release()
+            self._page = None
+            self._mm.close()
+
+
+class SimXen:
+    """The daemon side of the simulated Xen (see the module docstring)."""
+
+    virq_port = VIRQ_PORT
+
+    def __init__(self, directory: str, ndoms: int | None = None) -> None:
+        self.dir = os.path.abspath(directory)
+        if ndoms is None:
+            ndoms = int(os.environ.get("FAKEXEN_NDOMS", "100"))
+        self.ndoms = ndoms
+        os.makedirs(self.dir, exist_ok=True)
+        self._evtchn_path = os.path.join(self.dir, "evtchn")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._evtchn_path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.bind(self._evtchn_path)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self._next_port = _FIRST_PORT
+        self._free_ports: list[int] = []
+        #: local port -> (domid, notify socket path)
+        self._ports: dict[int, tuple[int, str]] = {}
+        #: domid -> its bound local port
+        self._domain_port: dict[int, int] = {}
+        #: sender address -> domid (None: not a guest's notify socket)
+        self._senders: dict[str, int | None] = {}
+        self._qlen = _dgram_qlen()
+        self._burst = 0
+
+    # -- event channels ---------------------------------------------------------------
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def _sender(self, addr: object) -> int | None:
+        if not isinstance(addr, str) or not addr:
+            return None
+        cached = self._senders.get(addr, -1)
+        if cached != -1:
+            return cached
+        name = os.path.basename(addr)
+        domid: int | None = None
+        if name.startswith("notify.") and name[7:].isdigit() and len(name) <= 12:
+            domid = int(name[7:])
+        if len(self._senders) > 65536:
+            self._senders.clear()
+        self._senders[addr] = domid
+        return domid
+
+    def pending(self) -> list[int]:
+        ports: list[int] = []
+        recvfrom = self._sock.recvfrom
+        domain_port = self._domain_port
+        look_everywhere = False
+        for _ in range(_DRAIN_MAX):
+            try:
+                data, addr = recvfrom(16)
+            except BlockingIOError:
+                if self._burst >= self._qlen:
+                    look_everywhere = True
+                self._burst = 0
+                break
+            except InterruptedError:
+                continue
+            self._burst += 1
+            domid = self._sender(addr)
+            if domid is not None:
+                port = domain_port.get(domid)
+                if port is not None:
+                    ports.append(port)
+                continue
+            if int.from_bytes(data[:4], "little") == VIRQ_PORT and len(data) >= 4:
+                ports.append(VIRQ_PORT)
+            else:
+                look_everywhere = True
+        if look_everywhere:
+            ports.append(ANY_PORT)
+        return ports
+
+    def bind_interdomain(self, domid: int, remote_port: int) -> int:
+        if self._free_ports:
+            port = self._free_ports.pop()
+        else:
+            port = self._next_port
+            self._next_port += 1
+        self._ports[port] = (domid, os.path.join(self.dir, f"notify.{domid}"))
+        self._domain_port[domid] = port
+        return port
+
+    def unbind(self, port: int) -> None:
+        entry = self._ports.pop(port, None)
+        if entry is None:
+            return
+        if self._domain_port.get(entry[0]) == port:
+            del self._domain_port[entry[0]]
+        self._free_ports.append(port)
+
+    def notify(self, port: int) -> None:
+        entry = self._ports.get(port)
+        if entry is None:
+            return
+        with contextlib.suppress(OSError):
+            self._sock.sendto(port.to_bytes(4, "little"), entry[1])
+
+    # -- pages ------------------------------------------------------------------------
+    def map_ring(self, domid: int) -> SimMapping:
+        return SimMapping(os.path.join(self.dir, f"ring.{domid}"))
+
+    def _ensure_dom0_files(self) -> None:
+        ring0 = os.path.join(self.dir, "ring.0")
+        if not os.path.exists(ring0):
+            fd = os.open(ring0, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                os.ftruncate(fd, _PAGE)
+            finally:
+                os.close(fd)
+        port_file = os.path.join(self.dir, "xsd_port")
+        if not os.path.exists(port_file):
+            with open(port_file, "wb") as f:
+                f.write(_DEFAULT_XSD_PORT)
+
+    def own_port(self) -> int | None:
+        self._ensure_dom0_files()
+        with open(os.path.join(self.dir, "xsd_port"), "rb") as f:
+            return int(f.read().strip() or b"0")
+
+    def map_own_ring(self) -> tuple[SimMapping, int] | None:
+        port = self.own_port()
+        if not port:
+            return None
+        return self.map_ring(0), port
+
+    # -- domains ----------------------------------------------------------------------
+    def domain_exists(self, domid: int) -> bool:
+        if not 0 <= domid < self.ndoms:
+            return False
+        return not os.path.exists(os.path.join(self.dir, f"dying.{domid}"))
+
+    def domain_changes(self, known: set[int]) -> list[tuple[int, DomainState]]:
+        out: list[tuple[int, DomainState]] = []
+        with os.scandir(self.dir) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith("dying.") and name[6:].isdigit():
+                    out.append((int(name[6:]), DomainState.DEAD))
+        return out
+
+    def close(self) -> None:
+        if self._sock.fileno() >= 0:
+            self._sock.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self._evtchn_path)
