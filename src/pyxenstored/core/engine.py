@@ -343,16 +343,17 @@ class Engine:
         if soft and used >= soft:
             self.refusals.note(caller.domid, "soft-memory", refused=False)
 
-    def paused(self, conn: Connection) -> bool:
-        """Whether a domain's ring must not be read for now: it has as many requests
-        outstanding as its quota allows, is at its memory limit, or has caused too many
-        conflicts. Its requests wait; none is failed."""
+    def paused(self, conn: Connection, queued: int = 0) -> bool:
+        """Whether a domain's ring must not be read for now: it has as many replies and
+        events outstanding as its quota allows (``queued``: messages the transport holds
+        besides ``conn.out``), is at its memory limit, or has caused too many conflicts.
+        Its requests wait; none is failed."""
         caller = conn.caller
         if caller.privileged:
             return False
         domid = caller.domid
         outstanding = self.quota(domid, "outstanding")
-        if outstanding and len(conn.out) >= outstanding:
+        if outstanding and len(conn.out) + queued >= outstanding:
             return True
         memory = self.quota(domid, "memory")
         if memory and self.memory_used(domid, conn) >= memory:

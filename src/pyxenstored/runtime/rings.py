@@ -174,8 +174,14 @@ class RingSink:
 
     # -- input ----------------------------------------------------------------------------
     def may_read(self) -> bool:
-        """Whether requests may be read now (the stall rules live here)."""
-        return self.conn.out_bytes <= self.manager.read_stall
+        """Whether requests may be read now (the stall rules live here): not while the
+        guest leaves too much output unread, nor while the engine holds the domain back
+        (outstanding-request or memory quota, conflict credit). Requests wait in the
+        ring; none is failed."""
+        conn = self.conn
+        if conn.out_bytes > self.manager.read_stall:
+            return False
+        return not self.manager.engine.paused(conn, len(self.queue))
 
     def turn(self) -> bool:
         """Serve the ring once; True if it has more input and deserves another turn."""
@@ -190,7 +196,10 @@ class RingSink:
                 return False
             moved = self._push()
             more = False
-            if self.may_read():
+            if not self.may_read():
+                if ring.has_input():
+                    manager.stall(self)
+            else:
                 data = ring.read(RING_SIZE)
                 if data:
                     moved = True
@@ -263,7 +272,12 @@ class RingManager:
         self._premapped: dict[int, Mapping] = {}
         self._last_sweep = -1e9
         self._sweep_timer: asyncio.TimerHandle | None = None
-        self.stats = {"turns": 0, "sweeps": 0, "failed": 0}
+        #: rings with input that the stall rules hold back, rechecked every ``tick``
+        self.stalled: set[RingSink] = set()
+        #: seconds between rechecks of stalled rings (and conflict credit returning)
+        self.tick = 0.05
+        self._tick_timer: asyncio.TimerHandle | None = None
+        self.stats = {"turns": 0, "sweeps": 0, "failed": 0, "stalls": 0}
 
     @property
     def engine(self) -> Engine:
@@ -316,6 +330,10 @@ class RingManager:
         if self._sweep_timer is not None:
             self._sweep_timer.cancel()
             self._sweep_timer = None
+        if self._tick_timer is not None:
+            self._tick_timer.cancel()
+            self._tick_timer = None
+        self.stalled.clear()
         if self._loop is not None:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(self.xen.fileno())
@@ -429,6 +447,32 @@ class RingManager:
         if not sink.broken and not sink.closed:
             self.ready[sink] = None
             self._schedule()
+
+    def stall(self, sink: RingSink) -> None:
+        """``sink`` has input it may not read yet: recheck it every tick."""
+        if sink not in self.stalled:
+            self.stalled.add(sink)
+            self.stats["stalls"] += 1
+        self._ensure_tick()
+
+    def _ensure_tick(self) -> None:
+        if self._tick_timer is None and self._loop is not None:
+            self._tick_timer = self._loop.call_later(self.tick, self._on_tick)
+
+    def _on_tick(self) -> None:
+        """Conflict credit returns; stalled rings that may read again get a turn."""
+        self._tick_timer = None
+        guard = self.engine.conflict_guard
+        if not guard.idle:
+            guard.replenish()
+        for sink in list(self.stalled):
+            if sink.closed or sink.broken:
+                self.stalled.discard(sink)
+            elif sink.may_read():
+                self.stalled.discard(sink)
+                self.wake(sink)
+        if self.stalled or not guard.idle:
+            self._ensure_tick()
 
     def _schedule(self) -> None:
         if self.ready and not self._scheduled and self._loop is not None:

@@ -91,6 +91,7 @@ class Server:
         self.engine = Engine(priv_domid=config.priv_domid, backend=self.rings)
         if self.rings is not None:
             self.rings.attach(self.engine, self.flush)
+            self.rings.tick = max(0.001, float(self.registry.get("conflict/replenish-seconds")))
         self.live_config = ConfigTree(self.engine, self.registry)
         self.socket_buffer_max = int(self.registry.get("limits/socket-buffer-bytes"))
         self.clients: set[SocketProtocol] = set()
@@ -107,6 +108,8 @@ class Server:
             self._configure_access_log()
         elif name == "limits/socket-buffer-bytes":
             self.socket_buffer_max = int(value)
+        elif name == "conflict/replenish-seconds" and self.rings is not None:
+            self.rings.tick = max(0.001, float(value))
 
     def _configure_access_log(self) -> None:
         """Open, retarget or close the access log to match the settings."""
