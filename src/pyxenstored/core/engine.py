@@ -565,6 +565,7 @@ class Engine:
         was born, and tell ``@releaseDomain`` watchers if it had been introduced."""
         dom = self.domains.pop(domid, None)
         self.births.pop(domid, None)
+        self.conflict_guard.forget(domid)
         if dom is not None and dom.conn is not None:
             self.disconnect(dom.conn)
         tree = self.tree
@@ -580,5 +581,7 @@ class Engine:
             if len(perms) > 1 and any(d == domid for _, d in perms[1:]):
                 kept = (perms[0], *(e for e in perms[1:] if e[1] != domid))
                 tree.set_perms(path, kept)
+        # Devices it served that outlived it (not owned by it) no longer count.
+        self.quotas.forget_domain(domid)
         if dom is not None:
             self.watches.fire_special("@releaseDomain", domid, tree)
