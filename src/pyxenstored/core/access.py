@@ -7,6 +7,7 @@ existing ancestor, else EACCES, so that a guest cannot probe for nodes it may no
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from ..errors import NoEntry, PermissionDenied, QuotaExceeded, XenstoreError
@@ -71,17 +72,20 @@ def create_path(
     value: bytes,
     stale: StaleCheck | None,
     node_quota: int,
+    too_big: Callable[[int], bool] | None = None,
 ) -> list[str]:
     """Create ``path`` and any missing parents (implicit parents get empty values);
     return the created paths, shallowest first.
 
     Every new node copies its parent's permissions; an unprivileged creator becomes the
     owner (C's ``construct_node``). ``node_quota`` is how many new nodes the creator may
-    still own (-1: unlimited).
+    still own (-1: unlimited). ``too_big(size)`` says whether a node of that size breaks
+    the node-size quota; it is asked for the new node (with the permissions it inherits)
+    and for the existing ancestor whose child list grows, as C rewrites both.
 
     Raises:
         PermissionDenied: no write right on the nearest existing ancestor.
-        QuotaExceeded: the creator's node quota would be exceeded.
+        QuotaExceeded: the creator's node quota or the node-size quota would be exceeded.
     """
     missing = [path]
     p = path
@@ -98,6 +102,11 @@ def create_path(
     perms = anc.perms
     if not caller.privileged and perms[0][1] != caller.domid:
         perms = ((perms[0][0], caller.domid), *perms[1:])
+    if too_big is not None:
+        child = missing[-1]
+        grown = anc.size() + len(child) - child.rfind("/")  # the name and its NUL
+        if too_big(16 + 8 * len(perms) + len(value)) or too_big(grown):
+            raise QuotaExceeded("node-size")
     missing.reverse()
     for p in missing:
         view.create(p, value if p is path else b"", perms)

@@ -18,7 +18,6 @@ from typing import Any
 from ..errors import (
     Again,
     InternalError,
-    Invalid,
     NoEntry,
     PermissionDenied,
     QuotaExceeded,
@@ -33,14 +32,16 @@ from ..protocol.paths import canonicalize, parent_of
 from ..protocol.perms import NONE, READ, Perms
 from ..protocol.wire import DOMID_ANY, HEADER, PAYLOAD_MAX, Op, RingFeature
 from ..store.node import Node
-from ..store.tree import Tree, node_bytes
+from ..store.tree import Tree
 from .access import create_path
+from .accounting import QuotaAccounting
 from .caller import Caller
 from .confighooks import ConfigHooks
 from .conflicts import ConflictGuard
 from .connection import Connection
 from .control import COMMANDS, Command
 from .domains import Domain, DomainBackend, NoHypervisor
+from .lifecycle import DomainLifecycle
 from .optable import MUTATES, NOTID, PRIV, TABLE
 from .permissions import StaleCheck
 from .quota import Limits, QuotaTable
@@ -61,7 +62,7 @@ def _error_message(req_id: int, tx_id: int, name: str) -> bytes:
     return _pack(_ERROR, req_id, tx_id, len(body)) + body
 
 
-class Engine:
+class Engine(QuotaAccounting, DomainLifecycle):
     """The xenstore database and its semantics, without I/O.
 
     Args:
@@ -179,9 +180,7 @@ class Engine:
             if spec is None:
                 raise Unsupported()
             handler, flags = spec
-            if tx_id == 0 and not flags & PRIV and (
-                not flags & MUTATES or conn.caller.privileged
-            ):
+            if tx_id == 0 and not flags & PRIV and (not flags & MUTATES or conn.caller.privileged):
                 # The hot path: no transaction, no privilege check, nothing to record.
                 result = handler(self, conn, self.tree, None, payload)
             else:
@@ -289,132 +288,6 @@ class Engine:
         self._paths.clear()
         self._raw_paths.clear()
 
-    def quota(self, domid: int, name: str) -> int:
-        """The limit ``name`` in force for ``domid`` (0: no limit)."""
-        return self.quotas.limit(domid, name)
-
-    def set_quota(self, domid: int | None, name: str, value: int) -> None:
-        """Change a global quota (domid None) or set a domain's override."""
-        if name == "soft-memory" and domid is not None:
-            raise Invalid("soft quotas are global")
-        if self.config is not None:
-            if domid is not None:
-                rel = f"domain/{domid}/quota/{name}"
-            elif name == "soft-memory":
-                rel = "quota-soft/memory"
-            else:
-                rel = f"quota/{name}"
-            self.config.write(rel, str(value))
-        elif domid is not None:
-            self.quotas.overrides.setdefault(domid, {})[name] = value
-        else:
-            setattr(self.limits, name.replace("-", "_"), value)
-            self.limits_changed()
-
-    def usage(self, domid: int) -> dict[str, int]:
-        """What a domain uses of each countable quota (CONTROL quota, statistics)."""
-        dom = self.domains.get(domid)
-        conn = dom.conn if dom is not None else None
-        used = {"nodes": self.tree.owner_count.get(domid, 0)}
-        used["watches"] = len(conn.watches) if conn is not None else 0
-        used["transactions"] = len(conn.transactions) if conn is not None else 0
-        used["memory"] = self.memory_used(domid, conn)
-        used["outstanding"] = len(conn.out) if conn is not None else 0
-        return used
-
-    def memory_used(self, domid: int, conn: Connection | None) -> int:
-        """Bytes charged to a domain: its nodes, its watches and its queued output."""
-        used = self.tree.owner_bytes.get(domid, 0)
-        if conn is not None:
-            used += conn.watch_bytes + conn.out_bytes
-        return used
-
-    def check_memory(self, conn: Connection, extra: int) -> None:
-        """Refuse (ENOMEM) an unprivileged request that would take the domain's memory
-        to its hard limit; warn (rate-limited) past the soft limit."""
-        caller = conn.caller
-        if caller.privileged:
-            return
-        used = self.memory_used(caller.domid, conn) + extra
-        hard = self.quota(caller.domid, "memory")
-        if hard and used >= hard:
-            raise QuotaExceeded("memory", "ENOMEM")
-        soft = self.limits.soft_memory
-        if soft and used >= soft:
-            self.refusals.note(caller.domid, "soft-memory", refused=False)
-
-    def paused(self, conn: Connection, queued: int = 0) -> bool:
-        """Whether a domain's ring must not be read for now: it has as many replies and
-        events outstanding as its quota allows (``queued``: messages the transport holds
-        besides ``conn.out``), is at its memory limit, or has caused too many conflicts.
-        Its requests wait; none is failed."""
-        caller = conn.caller
-        if caller.privileged:
-            return False
-        domid = caller.domid
-        outstanding = self.quota(domid, "outstanding")
-        if outstanding and len(conn.out) + queued >= outstanding:
-            return True
-        memory = self.quota(domid, "memory")
-        if memory and self.memory_used(domid, conn) >= memory:
-            return True
-        return self.conflict_guard.paused(domid)
-
-    def memory_report(self) -> list[str]:
-        """A summary of what the store holds (CONTROL memreport)."""
-        nodes = self.tree.nodes
-        value_bytes = sum(len(n.value) for n in nodes.values() if type(n) is Node)
-        path_bytes = sum(len(p) for p in nodes)
-        return [
-            f"nodes: {len(nodes)}",
-            f"path bytes: {path_bytes}",
-            f"value bytes: {value_bytes}",
-            f"connections: {len(self.connections)}",
-            f"domains: {len(self.domains)}",
-            f"watches: {self.watches.count}",
-            f"open transactions: {sum(len(c.transactions) for c in self.connections.values())}",
-        ]
-
-    def node_allowance(self, caller: Caller) -> int:
-        """How many more nodes ``caller`` may own (-1: unlimited)."""
-        if caller.privileged:
-            return -1
-        limit = self.quota(caller.domid, "nodes")
-        if not limit:
-            return -1
-        return max(0, limit - self.tree.owner_count.get(caller.domid, 0))
-
-    def domain_exists(self, domid: int) -> bool:
-        return self.backend.exists(domid)
-
-    def domain_born(self, domid: int) -> int:
-        """The generation ``domid`` was first known at; records it now if new."""
-        born = self.births.get(domid)
-        if born is None:
-            # One more than the current generation: every node written so far is older.
-            born = self.births[domid] = self.tree.gen + 1
-        return born
-
-    def note_domains(self, perms: Perms) -> bool:
-        """SET_PERMS names these domains: record each one the hypervisor knows (C's
-        ``domain_alloc_permrefs``). Returns False if the owner domain does not exist."""
-        for i, (_, domid) in enumerate(perms):
-            if domid == DOMID_ANY or domid in self.births:
-                continue
-            if domid == self.priv_domid or self.backend.exists(domid):
-                self.domain_born(domid)
-            elif i == 0:
-                return False
-        return True
-
-    def _stale(self, domid: int, node_gen: int) -> bool:
-        """A grant naming ``domid`` is ignored if that domain is unknown (dead, or never
-        seen alive) or younger than the node (XSA-322, XSA-417)."""
-        if domid == DOMID_ANY or domid == self.priv_domid:
-            return False
-        born = self.births.get(domid)
-        return born is None or born > node_gen
-
     # -- watches ---------------------------------------------------------------------
     def fire(self, path: str, exact: bool, extra: tuple[Perms, ...]) -> None:
         """A change at ``path`` (see WatchRegistry.fire); buffered during a commit."""
@@ -491,52 +364,6 @@ class Engine:
         ]
         self.conflict_guard.trim(min(starts) if starts else None)
 
-    def reset_connection(self, conn: Connection) -> None:
-        """Drop a ring connection's watches, transactions, queued output and partial
-        input (every INTRODUCE, and the ring reconnection handshake)."""
-        self.watches.remove_all(conn)
-        conn.transactions.clear()
-        conn.out.clear()
-        conn.out_bytes = 0
-        conn.reader.reset()
-
-    def check(self) -> list[str]:
-        """Consistency check of the tree (CONTROL check); returns the problems found."""
-        problems: list[str] = []
-        nodes = self.tree.nodes
-        counts: dict[int, int] = {}
-        for path, node in nodes.items():
-            if path[:1] != "/":
-                continue
-            counts[node.owner] = counts.get(node.owner, 0) + 1
-            if path == "/":
-                continue
-            parent = nodes.get(parent_of(path))
-            if parent is None or path[path.rfind("/") + 1 :] not in parent.children:
-                problems.append(f"orphan node {path}")
-        for path, node in nodes.items():
-            prefix = path + "/" if path != "/" else "/"
-            for name in node.children:
-                if prefix + name not in nodes:
-                    problems.append(f"missing child {prefix + name}")
-        sizes: dict[int, int] = {}
-        for path, node in nodes.items():
-            if path[:1] == "/":
-                sizes[node.owner] = sizes.get(node.owner, 0) + node_bytes(path, node)
-        for domid in set(sizes) | set(self.tree.owner_bytes):
-            if self.tree.owner_bytes.get(domid, 0) != sizes.get(domid, 0):
-                problems.append(f"memory count of domain {domid} is wrong")
-        for domid in set(counts) | set(self.tree.owner_count):
-            if self.tree.owner_count.get(domid, 0) != counts.get(domid, 0):
-                problems.append(f"node count of domain {domid} is wrong")
-        return problems
-
-    def created(self, paths: list[str]) -> None:
-        """The privileged domain created ``paths`` in the live tree (device allowance)."""
-        for path in paths:
-            if path.startswith("/local/domain/"):
-                self.quotas.device_added(path)
-
     def removed(self, path: str, node: Node, removed: list[tuple[str, Node]]) -> None:
         """``path`` (formerly ``node``) and its subtree left the live tree: fire the
         watches as C does (descendants exactly, deepest first, then the root with its
@@ -559,29 +386,3 @@ class Engine:
         else:
             create_path(self._self, tree, path, value, None, -1)
         self.fire(path, False, ())
-
-    def destroy_domain(self, domid: int) -> None:
-        """A domain died or was released: remove its nodes and grants, forget when it
-        was born, and tell ``@releaseDomain`` watchers if it had been introduced."""
-        dom = self.domains.pop(domid, None)
-        self.births.pop(domid, None)
-        self.conflict_guard.forget(domid)
-        if dom is not None and dom.conn is not None:
-            self.disconnect(dom.conn)
-        tree = self.tree
-        owned = [p for p, n in tree.nodes.items() if n.owner == domid and p[:1] == "/"]
-        owned.sort(key=len)
-        for path in owned:
-            node = tree.nodes.get(path)
-            if node is None or path == "/":
-                continue
-            self.removed(path, node, tree.remove(path))
-        for path, node in list(tree.nodes.items()):
-            perms = node.perms
-            if len(perms) > 1 and any(d == domid for _, d in perms[1:]):
-                kept = (perms[0], *(e for e in perms[1:] if e[1] != domid))
-                tree.set_perms(path, kept)
-        # Devices it served that outlived it (not owned by it) no longer count.
-        self.quotas.forget_domain(domid)
-        if dom is not None:
-            self.watches.fire_special("@releaseDomain", domid, tree)

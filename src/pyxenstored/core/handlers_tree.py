@@ -83,9 +83,10 @@ def h_write(
         created = None
     else:
         if not caller.privileged:
-            _check_size(e, conn, 16 + 8 * 5 + len(value))
             e.check_memory(conn, len(path) + len(value))
-        created = create_path(caller, view, path, value, e.stale, e.node_allowance(caller))
+        created = create_path(
+            caller, view, path, value, e.stale, e.node_allowance(caller), e.size_check(caller)
+        )
     if view.live:
         if created is not None and caller.privileged:
             e.created(created)
@@ -108,7 +109,9 @@ def h_mkdir(
     config = e.config if path.startswith(CONFIG_PREFIX) else None
     if config is not None:
         config.check_mkdir(caller, path)
-    created = create_path(caller, view, path, b"", e.stale, e.node_allowance(caller))
+    created = create_path(
+        caller, view, path, b"", e.stale, e.node_allowance(caller), e.size_check(caller)
+    )
     if view.live:
         if caller.privileged:
             e.created(created)

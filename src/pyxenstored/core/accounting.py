@@ -1,0 +1,187 @@
+"""Quota accounting of the engine: limits in force, usage per domain, the stall rules,
+the driver-domain device allowance and the store's consistency check.
+
+A mixin of :class:`~pyxenstored.core.engine.Engine`, kept apart because it is one
+concept (xenstore-protocol.md §6; core.quota has the limits themselves).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..errors import Invalid, QuotaExceeded
+from ..protocol.paths import parent_of
+from ..store.node import Node
+from ..store.tree import Tree, node_bytes
+from .caller import Caller
+from .confighooks import ConfigHooks
+from .conflicts import ConflictGuard
+from .connection import Connection
+from .domains import Domain
+from .quota import Limits, QuotaTable
+from .refusals import RefusalLog
+from .watches import WatchRegistry
+
+__all__ = ["QuotaAccounting"]
+
+
+class QuotaAccounting:
+    """What each domain may use and does use."""
+
+    if TYPE_CHECKING:
+        tree: Tree
+        limits: Limits
+        quotas: QuotaTable
+        config: ConfigHooks | None
+        domains: dict[int, Domain]
+        connections: dict[int, Connection]
+        refusals: RefusalLog
+        conflict_guard: ConflictGuard
+        watches: WatchRegistry
+
+        def limits_changed(self) -> None: ...
+
+    def quota(self, domid: int, name: str) -> int:
+        """The limit ``name`` in force for ``domid`` (0: no limit)."""
+        return self.quotas.limit(domid, name)
+
+    def set_quota(self, domid: int | None, name: str, value: int) -> None:
+        """Change a global quota (domid None) or set a domain's override."""
+        if name == "soft-memory" and domid is not None:
+            raise Invalid("soft quotas are global")
+        if self.config is not None:
+            if domid is not None:
+                rel = f"domain/{domid}/quota/{name}"
+            elif name == "soft-memory":
+                rel = "quota-soft/memory"
+            else:
+                rel = f"quota/{name}"
+            self.config.write(rel, str(value))
+        elif domid is not None:
+            self.quotas.overrides.setdefault(domid, {})[name] = value
+        else:
+            setattr(self.limits, name.replace("-", "_"), value)
+            self.limits_changed()
+
+    def usage(self, domid: int) -> dict[str, int]:
+        """What a domain uses of each countable quota (CONTROL quota, statistics)."""
+        dom = self.domains.get(domid)
+        conn = dom.conn if dom is not None else None
+        used = {"nodes": self.tree.owner_count.get(domid, 0)}
+        used["watches"] = len(conn.watches) if conn is not None else 0
+        used["transactions"] = len(conn.transactions) if conn is not None else 0
+        used["memory"] = self.memory_used(domid, conn)
+        used["outstanding"] = len(conn.out) if conn is not None else 0
+        return used
+
+    def memory_used(self, domid: int, conn: Connection | None) -> int:
+        """Bytes charged to a domain: its nodes, its watches and its queued output."""
+        used = self.tree.owner_bytes.get(domid, 0)
+        if conn is not None:
+            used += conn.watch_bytes + conn.out_bytes
+        return used
+
+    def check_memory(self, conn: Connection, extra: int) -> None:
+        """Refuse (ENOMEM) an unprivileged request that would take the domain's memory
+        to its hard limit; warn (rate-limited) past the soft limit."""
+        caller = conn.caller
+        if caller.privileged:
+            return
+        used = self.memory_used(caller.domid, conn) + extra
+        hard = self.quota(caller.domid, "memory")
+        if hard and used >= hard:
+            raise QuotaExceeded("memory", "ENOMEM")
+        soft = self.limits.soft_memory
+        if soft and used >= soft:
+            self.refusals.note(caller.domid, "soft-memory", refused=False)
+
+    def paused(self, conn: Connection, queued: int = 0) -> bool:
+        """Whether a domain's ring must not be read for now: it has as many replies and
+        events outstanding as its quota allows (``queued``: messages the transport holds
+        besides ``conn.out``), is at its memory limit, or has caused too many conflicts.
+        Its requests wait; none is failed."""
+        caller = conn.caller
+        if caller.privileged:
+            return False
+        domid = caller.domid
+        outstanding = self.quota(domid, "outstanding")
+        if outstanding and len(conn.out) + queued >= outstanding:
+            return True
+        memory = self.quota(domid, "memory")
+        if memory and self.memory_used(domid, conn) >= memory:
+            return True
+        return self.conflict_guard.paused(domid)
+
+    def memory_report(self) -> list[str]:
+        """A summary of what the store holds (CONTROL memreport)."""
+        nodes = self.tree.nodes
+        value_bytes = sum(len(n.value) for n in nodes.values() if type(n) is Node)
+        path_bytes = sum(len(p) for p in nodes)
+        return [
+            f"nodes: {len(nodes)}",
+            f"path bytes: {path_bytes}",
+            f"value bytes: {value_bytes}",
+            f"connections: {len(self.connections)}",
+            f"domains: {len(self.domains)}",
+            f"watches: {self.watches.count}",
+            f"open transactions: {sum(len(c.transactions) for c in self.connections.values())}",
+        ]
+
+    def node_allowance(self, caller: Caller) -> int:
+        """How many more nodes ``caller`` may own (-1: unlimited)."""
+        if caller.privileged:
+            return -1
+        limit = self.quota(caller.domid, "nodes")
+        if not limit:
+            return -1
+        # <=4.21 allows `limit` nodes; 4.22's `>=` rule one fewer.
+        strict = 1 if self.limits.rule == "4.22" else 0
+        return max(0, limit - strict - self.tree.owner_count.get(caller.domid, 0))
+
+    def size_check(self, caller: Caller) -> Callable[[int], bool] | None:
+        """The node-size test for nodes ``caller`` creates (None: exempt)."""
+        if caller.privileged:
+            return None
+        limit = self.quota(caller.domid, "node-size")
+        if not limit:
+            return None
+        exceeded = self.limits.exceeded
+        return lambda size: exceeded(size, limit)
+
+    def check(self) -> list[str]:
+        """Consistency check of the tree (CONTROL check); returns the problems found."""
+        problems: list[str] = []
+        nodes = self.tree.nodes
+        counts: dict[int, int] = {}
+        for path, node in nodes.items():
+            if path[:1] != "/":
+                continue
+            counts[node.owner] = counts.get(node.owner, 0) + 1
+            if path == "/":
+                continue
+            parent = nodes.get(parent_of(path))
+            if parent is None or path[path.rfind("/") + 1 :] not in parent.children:
+                problems.append(f"orphan node {path}")
+        for path, node in nodes.items():
+            prefix = path + "/" if path != "/" else "/"
+            for name in node.children:
+                if prefix + name not in nodes:
+                    problems.append(f"missing child {prefix + name}")
+        sizes: dict[int, int] = {}
+        for path, node in nodes.items():
+            if path[:1] == "/":
+                sizes[node.owner] = sizes.get(node.owner, 0) + node_bytes(path, node)
+        for domid in set(sizes) | set(self.tree.owner_bytes):
+            if self.tree.owner_bytes.get(domid, 0) != sizes.get(domid, 0):
+                problems.append(f"memory count of domain {domid} is wrong")
+        for domid in set(counts) | set(self.tree.owner_count):
+            if self.tree.owner_count.get(domid, 0) != counts.get(domid, 0):
+                problems.append(f"node count of domain {domid} is wrong")
+        return problems
+
+    def created(self, paths: list[str]) -> None:
+        """The privileged domain created ``paths`` in the live tree (device allowance)."""
+        for path in paths:
+            if path.startswith("/local/domain/"):
+                self.quotas.device_added(path)

@@ -1,0 +1,104 @@
+"""Domain lifecycle in the engine: which domains exist and since when (stale grants,
+XSA-322/XSA-417), connection resets, and the cleanup when a domain dies or is released.
+
+A mixin of :class:`~pyxenstored.core.engine.Engine` (xenstore-protocol.md §3.6, §5.6).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..protocol.perms import Perms
+from ..protocol.wire import DOMID_ANY
+from ..store.node import Node
+from ..store.tree import Tree
+from .conflicts import ConflictGuard
+from .connection import Connection
+from .domains import Domain, DomainBackend
+from .quota import QuotaTable
+from .watches import WatchRegistry
+
+__all__ = ["DomainLifecycle"]
+
+
+class DomainLifecycle:
+    """Births, resets and deaths of domains."""
+
+    if TYPE_CHECKING:
+        tree: Tree
+        backend: DomainBackend
+        priv_domid: int
+        domains: dict[int, Domain]
+        births: dict[int, int]
+        quotas: QuotaTable
+        conflict_guard: ConflictGuard
+        watches: WatchRegistry
+
+        def disconnect(self, conn: Connection) -> None: ...
+        def removed(self, path: str, node: Node, removed: list[tuple[str, Node]]) -> None: ...
+
+    def domain_exists(self, domid: int) -> bool:
+        return self.backend.exists(domid)
+
+    def domain_born(self, domid: int) -> int:
+        """The generation ``domid`` was first known at; records it now if new."""
+        born = self.births.get(domid)
+        if born is None:
+            # One more than the current generation: every node written so far is older.
+            born = self.births[domid] = self.tree.gen + 1
+        return born
+
+    def note_domains(self, perms: Perms) -> bool:
+        """SET_PERMS names these domains: record each one the hypervisor knows (C's
+        ``domain_alloc_permrefs``). Returns False if the owner domain does not exist."""
+        for i, (_, domid) in enumerate(perms):
+            if domid == DOMID_ANY or domid in self.births:
+                continue
+            if domid == self.priv_domid or self.backend.exists(domid):
+                self.domain_born(domid)
+            elif i == 0:
+                return False
+        return True
+
+    def _stale(self, domid: int, node_gen: int) -> bool:
+        """A grant naming ``domid`` is ignored if that domain is unknown (dead, or never
+        seen alive) or younger than the node (XSA-322, XSA-417)."""
+        if domid == DOMID_ANY or domid == self.priv_domid:
+            return False
+        born = self.births.get(domid)
+        return born is None or born > node_gen
+
+    def reset_connection(self, conn: Connection) -> None:
+        """Drop a ring connection's watches, transactions, queued output and partial
+        input (every INTRODUCE, and the ring reconnection handshake)."""
+        self.watches.remove_all(conn)
+        conn.transactions.clear()
+        conn.out.clear()
+        conn.out_bytes = 0
+        conn.reader.reset()
+
+    def destroy_domain(self, domid: int) -> None:
+        """A domain died or was released: remove its nodes and grants, forget when it
+        was born, and tell ``@releaseDomain`` watchers if it had been introduced."""
+        dom = self.domains.pop(domid, None)
+        self.births.pop(domid, None)
+        self.conflict_guard.forget(domid)
+        if dom is not None and dom.conn is not None:
+            self.disconnect(dom.conn)
+        tree = self.tree
+        owned = [p for p, n in tree.nodes.items() if n.owner == domid and p[:1] == "/"]
+        owned.sort(key=len)
+        for path in owned:
+            node = tree.nodes.get(path)
+            if node is None or path == "/":
+                continue
+            self.removed(path, node, tree.remove(path))
+        for path, node in list(tree.nodes.items()):
+            perms = node.perms
+            if len(perms) > 1 and any(d == domid for _, d in perms[1:]):
+                kept = (perms[0], *(e for e in perms[1:] if e[1] != domid))
+                tree.set_perms(path, kept)
+        # Devices it served that outlived it (not owned by it) no longer count.
+        self.quotas.forget_domain(domid)
+        if dom is not None:
+            self.watches.fire_special("@releaseDomain", domid, tree)
