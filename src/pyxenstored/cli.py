@@ -49,6 +49,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="unread output after which a socket client is disconnected (16 MiB)",
     )
     p.add_argument(
+        "--list-settings",
+        action="store_true",
+        help="print every live setting with its default, unit and meaning, then exit",
+    )
+    p.add_argument(
         "--set",
         action="append",
         metavar="NAME=VALUE",
@@ -111,8 +116,24 @@ def _start_settings(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+def settings_table() -> str:
+    """Every live setting: name, default, unit and description (``--list-settings``)."""
+    registry = Registry()
+    rows = [
+        (name, registry.format(name, spec.default), spec.unit, spec.help)
+        for name, spec in registry.specs.items()
+    ]
+    width = max(len(r[0]) for r in rows)
+    lines = ["settings live under /tool/xenstored/<name>; change them by writing the node"]
+    lines += [f"{n:<{width}}  {d:<10} {u:<12} {h}" for n, d, u, h in rows]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.list_settings:
+        print(settings_table())
+        return 0
     if args.stub_domain and args.socket:
         raise SystemExit("--stub-domain serves no Unix socket: drop --socket")
     logging.basicConfig(
