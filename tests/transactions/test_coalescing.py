@@ -237,8 +237,9 @@ def test_watch_events_only_on_commit() -> None:
 
 
 def test_transaction_nodes_limit_is_checked_before_the_operation() -> None:
-    """A guest's transaction that would touch one node too many is refused that
-    request (ENOSPC); what it did before stays, and it can still commit."""
+    """A guest's transaction that would touch one node too many is refused that request
+    (ENOSPC) before it runs; as in C the transaction can then only fail (ENOMEM), so
+    none of it is applied."""
     h = Harness()
     _domain(h, 5)
     g = h.conn(5, False)
@@ -247,8 +248,9 @@ def test_transaction_nodes_limit_is_checked_before_the_operation() -> None:
     results = [h.write(g, f"n{i}", b"", t) for i in range(10)]
     refused = [r for r in results if r == (Op.ERROR, b"ENOSPC\0")]
     assert refused, results
-    assert h.end(g, t) == OK_END
-    assert h.read(g, "n0") == (Op.READ, b"")
+    assert g.transactions[t].view.touched <= 8
+    assert h.end(g, t) == (Op.ERROR, b"ENOMEM\0")
+    assert h.read(g, "n0")[0] == Op.ERROR
 
 
 def test_cleanup_is_idempotent() -> None:

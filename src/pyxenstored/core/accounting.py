@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..errors import Invalid, QuotaExceeded
+from ..errors import QuotaExceeded
 from ..protocol.paths import parent_of
 from ..store.node import Node
 from ..store.tree import Tree, node_bytes
@@ -48,8 +48,6 @@ class QuotaAccounting:
 
     def set_quota(self, domid: int | None, name: str, value: int) -> None:
         """Change a global quota (domid None) or set a domain's override."""
-        if name == "soft-memory" and domid is not None:
-            raise Invalid("soft quotas are global")
         if self.config is not None:
             if domid is not None:
                 rel = f"domain/{domid}/quota/{name}"
@@ -92,7 +90,7 @@ class QuotaAccounting:
         hard = self.quota(caller.domid, "memory")
         if hard and used >= hard:
             raise QuotaExceeded("memory", "ENOMEM")
-        soft = self.limits.soft_memory
+        soft = self.quota(caller.domid, "soft-memory")
         if soft and used >= soft:
             self.refusals.note(caller.domid, "soft-memory", refused=False)
 

@@ -19,6 +19,7 @@ from ..errors import (
     Again,
     InternalError,
     NoEntry,
+    NoMemory,
     PermissionDenied,
     QuotaExceeded,
     TooBig,
@@ -231,9 +232,15 @@ class Engine(QuotaAccounting, DomainLifecycle):
         txn = conn.transactions.get(tx_id)
         if txn is None:
             raise NoEntry("unknown transaction")
-        if flags & MUTATES:
-            self._check_txn_size(conn, txn)
-        result = handler(self, conn, txn.view, txn, payload)
+        try:
+            if flags & MUTATES:
+                self._check_txn_size(conn, txn)
+            result = handler(self, conn, txn.view, txn, payload)
+        except (QuotaExceeded, NoMemory):
+            # As C: a transaction that ran into a quota can only end in an error, so
+            # that it never commits half of what it meant to do.
+            txn.failed = True
+            raise
         if flags & MUTATES and tx_id in conn.transactions:
             txn.ops.append((handler, payload))
         return result
@@ -243,8 +250,9 @@ class Engine(QuotaAccounting, DomainLifecycle):
         if caller.privileged:
             return
         limit = self.quota(caller.domid, "transaction-nodes")
-        touched = txn.view.touched + (1 if self.limits.rule == "4.22" else 0)
-        if self.limits.exceeded(touched, limit):
+        # Counted as if the request touches one more node: at most `limit` nodes under
+        # the <=4.21 rule, `limit - 1` under 4.22's.
+        if self.limits.exceeded(txn.view.touched + 1, limit):
             raise QuotaExceeded("transaction-nodes")
 
     # -- helpers for handlers --------------------------------------------------------
@@ -253,11 +261,13 @@ class Engine(QuotaAccounting, DomainLifecycle):
 
         Absolute paths are memoised, keyed by the raw bytes.
         """
-        path = self._raw_paths.get(raw)
+        limit = self._path_limit(caller)
+        shared = limit == self._global_path_limit()
+        path = self._raw_paths.get(raw) if shared else None
         if path is not None:
             return path
-        path = canonicalize(raw, caller.home, allow_special, self.limits.path_max)
-        if raw[:1] == b"/":
+        path = canonicalize(raw, caller.home, allow_special, limit)
+        if shared and raw[:1] == b"/":
             paths = self._raw_paths
             if len(paths) >= 8192:
                 paths.clear()
@@ -271,17 +281,32 @@ class Engine(QuotaAccounting, DomainLifecycle):
         trailing NUL and a valid path under the current path-max. The memo is bounded
         and must be cleared when path-max changes (:meth:`limits_changed`).
         """
-        path = self._paths.get(payload)
+        limit = self._path_limit(caller)
+        shared = limit == self._global_path_limit()
+        path = self._paths.get(payload) if shared else None
         if path is not None:
             return path
         raw = one_arg(payload)
-        path = canonicalize(raw, caller.home, False, self.limits.path_max)
-        if raw[:1] == b"/":
+        path = canonicalize(raw, caller.home, False, limit)
+        if shared and raw[:1] == b"/":
             paths = self._paths
             if len(paths) >= 8192:
                 paths.clear()
             paths[payload] = path
         return path
+
+    def _global_path_limit(self) -> int:
+        """The longest relative path length allowed by the global path-max (0: any)."""
+        limit = self.limits.path_max
+        return limit - 1 if limit and self.limits.rule == "4.22" else limit
+
+    def _path_limit(self, caller: Caller) -> int:
+        """The same for ``caller``: as in C 4.17 the limit binds everyone, and a domain
+        may have its own (override or class)."""
+        if caller.privileged:
+            return self._global_path_limit()
+        limit = self.quota(caller.domid, "path-max")
+        return limit - 1 if limit and self.limits.rule == "4.22" else limit
 
     def limits_changed(self) -> None:
         """Drop what depends on the limits (call after changing ``self.limits``)."""
@@ -321,6 +346,8 @@ class Engine(QuotaAccounting, DomainLifecycle):
         """
         caller = conn.caller
         guard = self.conflict_guard
+        if txn.failed:
+            raise NoMemory("the transaction ran into a quota")
         if not txn.validate(self.conflicts):
             self.stats["conflicts"] += 1
             if guard.history:

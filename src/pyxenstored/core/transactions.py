@@ -275,7 +275,7 @@ Replay = Callable[[], None]
 class Transaction:
     """One open transaction of one connection."""
 
-    __slots__ = ("creates", "id", "ops", "start_changes", "view")
+    __slots__ = ("creates", "failed", "id", "ops", "start_changes", "view")
 
     def __init__(self, txid: int, tree: Tree) -> None:
         self.id = txid
@@ -285,6 +285,8 @@ class Transaction:
         self.ops: list[tuple[Any, bytes]] = []
         #: nodes created minus nodes removed, per owner: for the node quota.
         self.creates: dict[int, int] = {}
+        #: a request ran into a quota: the commit answers ENOMEM (as C's trans->fail)
+        self.failed = False
 
     def failures(self, mode: str) -> list[str]:
         """The observed paths whose observation no longer holds (for blame)."""

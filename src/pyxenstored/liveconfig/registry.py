@@ -101,7 +101,14 @@ SETTINGS: tuple[Setting, ...] = (
         "reply outcomes (OK or an errno name) the access log records",
     ),
     *(
-        Setting(f"quota/{q}", integer(), d, unit, text + " (0: no limit)")
+        # path-max can be lowered, never raised past XENSTORE_REL_PATH_MAX (as C's -M).
+        Setting(
+            f"quota/{q}",
+            integer(0, 2048) if q == "path-max" else integer(),
+            d,
+            unit,
+            text + " (0: no limit)",
+        )
         for q, (d, unit, text) in _QUOTA_DEFAULTS.items()
     ),
     Setting(

@@ -168,7 +168,7 @@ class ConfigTree:
         text = _text(value)
         if rel in self.registry.specs:
             self.registry.parse(rel, text)
-        elif rel.startswith("stats"):
+        elif rel == "stats" or rel.startswith("stats/"):
             raise PermissionDenied("statistics are read-only")
         elif (m := _OVERRIDE.match(rel)) or (m := _CLASS_QUOTA.match(rel)):
             if m.group(2) not in QUOTA_NAMES:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.engine import Engine
+from ..errors import Invalid
 from ..liveconfig.registry import Registry
 from ..liveconfig.tree import ConfigTree
 from .accesslog import AccessLog
@@ -99,7 +100,23 @@ class Server:
         self._stop: asyncio.Event | None = None
         self._listeners: list[asyncio.AbstractServer] = []
         self.registry.listeners.append(self._setting_changed)
+        self.engine.commands["memreport"] = (self._memreport, "[<file>]")
         self.live_config.add_stat("memory/rss", _rss)
+
+    def _memreport(self, engine: Engine, args: list[str]) -> bytes:
+        """CONTROL memreport [FILE]: the report as the reply, or appended to FILE."""
+        lines = [*engine.memory_report(), f"rss: {_rss()}"]
+        if not args:
+            return "".join(line + "\n" for line in lines).encode("ascii") + b"\0"
+        if len(args) != 1:
+            raise Invalid("memreport [<file>]")
+        try:
+            with open(args[0], "a") as f:
+                f.write("".join(line + "\n" for line in lines))
+        except OSError as err:
+            log.warning("memreport to %s failed: %s", args[0], err)
+            raise Invalid("cannot write the report file") from None
+        return b"OK\0"
 
     def _setting_changed(self, name: str, value: Any) -> None:
         if name == "log/level":
