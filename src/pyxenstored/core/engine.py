@@ -128,7 +128,6 @@ class Engine(QuotaAccounting, DomainLifecycle):
         #: Requests received, by message type (types 32 and above are not counted).
         self.op_counts = [0] * 32
         self.stats: dict[str, int] = {
-            "requests": 0,
             "commits": 0,
             "conflicts": 0,
             "events": 0,

@@ -35,7 +35,6 @@ that state (or its own changes), and its commit fails if the state no longer hol
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from ..protocol.paths import parent_of
@@ -269,13 +268,10 @@ class TxnView:
         return len(self.observed.keys() | self.overlay.keys())
 
 
-Replay = Callable[[], None]
-
-
 class Transaction:
     """One open transaction of one connection."""
 
-    __slots__ = ("creates", "failed", "id", "ops", "start_changes", "view")
+    __slots__ = ("failed", "id", "ops", "start_changes", "view")
 
     def __init__(self, txid: int, tree: Tree) -> None:
         self.id = txid
@@ -283,8 +279,6 @@ class Transaction:
         self.start_changes = tree.changes
         #: (handler, payload) of every mutating request that succeeded, in order.
         self.ops: list[tuple[Any, bytes]] = []
-        #: nodes created minus nodes removed, per owner: for the node quota.
-        self.creates: dict[int, int] = {}
         #: a request ran into a quota: the commit answers ENOMEM (as C's trans->fail)
         self.failed = False
 
