@@ -256,42 +256,48 @@ class Engine(QuotaAccounting, DomainLifecycle):
 
     # -- helpers for handlers --------------------------------------------------------
     def canonical(self, caller: Caller, raw: bytes, allow_special: bool) -> str:
-        """Canonicalise a client path for ``caller`` (see protocol.paths).
-
-        Absolute paths are memoised, keyed by the raw bytes.
-        """
-        limit = self._path_limit(caller)
-        shared = limit == self._global_path_limit()
-        path = self._raw_paths.get(raw) if shared else None
-        if path is not None:
-            return path
-        path = canonicalize(raw, caller.home, allow_special, limit)
-        if shared and raw[:1] == b"/":
-            paths = self._raw_paths
-            if len(paths) >= 8192:
-                paths.clear()
-            paths[raw] = path
-        return path
+        """Canonicalise a client path for ``caller`` (see protocol.paths)."""
+        if caller.privileged:
+            path = self._raw_paths.get(raw)
+            if path is not None:
+                return path
+        return self._memoised(self._raw_paths, raw, raw, caller, allow_special)
 
     def one_path(self, caller: Caller, payload: bytes) -> str:
-        """The path of a one-argument request (READ, RM, ...), canonical, no ``@``.
+        """The path of a one-argument request (READ, RM, ...), canonical, no ``@``."""
+        if caller.privileged:
+            path = self._paths.get(payload)
+            if path is not None:
+                return path
+        return self._memoised(self._paths, payload, None, caller, False)
 
-        Absolute paths are memoised by payload: a hit proves the payload had exactly one
-        trailing NUL and a valid path under the current path-max. The memo is bounded
-        and must be cleared when path-max changes (:meth:`limits_changed`).
+    def _memoised(
+        self,
+        memo: dict[bytes, str],
+        key: bytes,
+        raw: bytes | None,
+        caller: Caller,
+        allow_special: bool,
+    ) -> str:
+        """Canonicalise, remembering absolute paths valid under the global path-max.
+
+        The memos (by raw path; by whole one-argument payload, whose hit also proves the
+        single trailing NUL) serve every caller whose limit is the global one. They are
+        bounded, and cleared when the limits change (:meth:`limits_changed`).
         """
         limit = self._path_limit(caller)
         shared = limit == self._global_path_limit()
-        path = self._paths.get(payload) if shared else None
-        if path is not None:
-            return path
-        raw = one_arg(payload)
-        path = canonicalize(raw, caller.home, False, limit)
+        if shared:
+            path = memo.get(key)
+            if path is not None:
+                return path
+        if raw is None:
+            raw = one_arg(key)
+        path = canonicalize(raw, caller.home, allow_special, limit)
         if shared and raw[:1] == b"/":
-            paths = self._paths
-            if len(paths) >= 8192:
-                paths.clear()
-            paths[payload] = path
+            if len(memo) >= 8192:
+                memo.clear()
+            memo[key] = path
         return path
 
     def _global_path_limit(self) -> int:
