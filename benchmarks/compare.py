@@ -13,6 +13,8 @@ The summary gives, per metric, the median over the runs with its spread
         --workloads latency,idle --idle-args "--idle 0,1000,5000"
     python benchmarks/compare.py --daemon 'mine={repo}/.venv/bin/python -m pyxenstored \\
         --socket {dir}/socket' --daemon cxenstored --baseline cxenstored
+    python benchmarks/compare.py --workloads bootstorm --daemon cxenstored \\
+        --daemon pyxenstored --daemon pyxenstored-generation --bootstorm-args "--vms 200"
 
 A daemon is a preset name (see PRESETS) or ``NAME=TEMPLATE``.  The template is
 split like a shell command line, then ``{dir}`` (a fresh directory per run;
@@ -30,6 +32,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -44,18 +47,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import bootstorm
+import rings
 import xsload
 
 REPO = Path(__file__).resolve().parent.parent
 XSLOAD = Path(__file__).resolve().parent / "xsload.py"
+RINGS = Path(__file__).resolve().parent / "rings.py"
+BOOTSTORM = Path(__file__).resolve().parent / "bootstorm.py"
 
 PRESETS: dict[str, str] = {
     "cxenstored": "{shared}/reference/peer.sh cxenstored {dir}",
     "oxenstored": "{shared}/reference/peer.sh oxenstored {dir}",
     "pyxenstored": "{repo}/.venv/bin/python -m pyxenstored --socket {dir}/socket",
+    # C's conflict rule (generation counts), for the bootstorm workload.
+    "pyxenstored-generation": "{repo}/.venv/bin/python -m pyxenstored "
+    "--transaction-conflicts generation --socket {dir}/socket",
+    # With the simulated Xen in {dir}/fakexen, for the ring-* workloads (rings.py).
+    "cxenstored-rings": "env FAKEXEN_NDOMS=4096 {shared}/reference/rings.sh {dir}",
+    "pyxenstored-rings": "env FAKEXEN_NDOMS=4096 {repo}/.venv/bin/python -m pyxenstored "
+    "--socket {dir}/socket --sim-xen {dir}/fakexen",
 }
 DEFAULT_DAEMONS = ("cxenstored", "oxenstored")
-WORKLOAD_NAMES = tuple(xsload.WORKLOADS)
+# Ring workloads (rings.py; *-rings daemons only): compare.py name -> rings.py workload.
+RING_WORKLOADS = {f"ring-{name}": name for name in rings.WORKLOADS}
+# bootstorm.py: N concurrent libxl-style VM starts (long: not in the default set).
+BOOTSTORM_WORKLOAD = "bootstorm"
+WORKLOAD_NAMES = tuple(xsload.WORKLOADS) + tuple(RING_WORKLOADS) + (BOOTSTORM_WORKLOAD,)
 
 JsonDict = dict[str, Any]
 
@@ -216,10 +234,27 @@ def stop_daemon(daemon: RunningDaemon, grace: float = 5.0) -> None:
 
 
 def load_argv(settings: Settings, workload: str, daemon: RunningDaemon, result: Path) -> list[str]:
+    if workload == BOOTSTORM_WORKLOAD:  # no subcommand
+        return [
+            *settings.load_prefix,
+            sys.executable,
+            str(BOOTSTORM),
+            "--socket",
+            str(daemon.socket),
+            "--daemon-pid",
+            str(daemon.pid),
+            "--json",
+            str(result),
+            "--quiet",
+            *settings.workload_args[workload],
+        ]
+    script, name = (
+        (RINGS, RING_WORKLOADS[workload]) if workload in RING_WORKLOADS else (XSLOAD, workload)
+    )
     return [
         *settings.load_prefix,
         sys.executable,
-        str(XSLOAD),
+        str(script),
         "--socket",
         str(daemon.socket),
         "--daemon-pid",
@@ -227,7 +262,7 @@ def load_argv(settings: Settings, workload: str, daemon: RunningDaemon, result: 
         "--json",
         str(result),
         "--quiet",
-        workload,
+        name,
         *settings.workload_args[workload],
     ]
 
@@ -256,6 +291,15 @@ def measure(settings: Settings, workload: str, daemon: RunningDaemon) -> JsonDic
     return report
 
 
+def shutdown_metrics(log: Path) -> JsonDict:
+    """Counters a daemon logs when it stops: pyxenstored's "look at every ring" sweeps."""
+    try:
+        found = re.search(r"rings closed: \d+ turns, (\d+) sweeps", log.read_text(errors="replace"))
+    except OSError:
+        return {}
+    return {"daemon_ring_sweeps": xsload.metric(int(found[1]), "sweeps", "lower")} if found else {}
+
+
 def run_one(settings: Settings, run: int, workload: str, spec: DaemonSpec) -> RunRecord:
     """Start a fresh daemon, measure one workload, stop the daemon."""
     started = time.monotonic()
@@ -273,6 +317,8 @@ def run_one(settings: Settings, run: int, workload: str, spec: DaemonSpec) -> Ru
             record.error = f"{exc}; kept {daemon.run_dir} (daemon.log)"
         finally:
             stop_daemon(daemon)
+            if record.report is not None:
+                record.report["metrics"].update(shutdown_metrics(daemon.run_dir / "daemon.log"))
             # Kept after a failure (the error names the directory) or with --keep.
             if record.error is None and not settings.keep:
                 shutil.rmtree(daemon.run_dir, ignore_errors=True)
@@ -290,6 +336,8 @@ def headline(record: RunRecord) -> str:
         for name in metrics
         if name.endswith((".median_us", ".req_per_s")) and not name.startswith("N=0.")
     ]
+    if record.workload == BOOTSTORM_WORKLOAD:
+        picks = ["wall_s", "eagain", "req_per_s", "vm_latency.p95_s"]
     shown = ", ".join(f"{n} {xsload.fmt(metrics[n]['value'])}" for n in picks[:4])
     return f"{shown}  [{record.seconds:.1f} s, pid comm {record.daemon_comm or '?'}]"
 
@@ -436,8 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--workloads",
-        default=",".join(WORKLOAD_NAMES),
-        help=f"comma-separated workloads (default {','.join(WORKLOAD_NAMES)})",
+        default=",".join(
+            w for w in WORKLOAD_NAMES if w not in RING_WORKLOADS and w != BOOTSTORM_WORKLOAD
+        ),
+        help=f"comma-separated workloads of {','.join(WORKLOAD_NAMES)} "
+        "(default: all but ring-* and bootstorm)",
     )
     for workload in WORKLOAD_NAMES:
         parser.add_argument(
@@ -449,6 +500,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "latency": '"--iterations 5000"',
                 "throughput": '"--clients 1,4 --seconds 2 --pipeline 4"',
                 "idle": '"--idle 0,1000,5000 --budget 3"',
+                "ring-latency": '"--iterations 5000"',
+                "ring-throughput": '"--clients 1,4,16 --guests 2 --seconds 3"',
+                "ring-scaling": '"--idle 0,100,1000 --write"',
+                "bootstorm": '"--vms 200 --timeout 300" (bootstorm.py --help)',
             }[workload],
         )
     parser.add_argument("--daemon-cpus", default="1", help="taskset CPU list for the daemon")
@@ -486,11 +541,14 @@ def make_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         if w not in WORKLOAD_NAMES:
             parser.error(f"unknown workload {w!r} (choose from {', '.join(WORKLOAD_NAMES)})")
     workload_args: dict[str, list[str]] = {}
-    check = xsload.build_parser()
     for w in workloads:
-        extra = shlex.split(getattr(args, f"{w}_args"))
+        extra = shlex.split(getattr(args, f"{w.replace('-', '_')}_args"))
+        check = rings.build_parser() if w in RING_WORKLOADS else xsload.build_parser()
         try:
-            check.parse_args(["--socket", "/dev/null", w, *extra])
+            if w == BOOTSTORM_WORKLOAD:
+                bootstorm.build_parser().parse_args(["--socket", "/dev/null", *extra])
+            else:
+                check.parse_args(["--socket", "/dev/null", RING_WORKLOADS.get(w, w), *extra])
         except SystemExit:
             parser.error(f"bad --{w}-args: {shlex.join(extra)}")
         workload_args[w] = extra
@@ -544,8 +602,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for spec in settings.daemons:
         argv = settings.daemon_prefix + spec.argv(Path("{dir}"), settings.shared)
         print(f"{spec.name}: {shlex.join(argv)}")
+    scripts = "xsload.py/rings.py" if set(settings.workloads) & set(RING_WORKLOADS) else "xsload.py"
+    if BOOTSTORM_WORKLOAD in settings.workloads:
+        scripts += "/bootstorm.py"
     print(
-        f"load: {shlex.join(settings.load_prefix) or '(unpinned)'} xsload.py; "
+        f"load: {shlex.join(settings.load_prefix) or '(unpinned)'} {scripts}; "
         f"{settings.runs} run(s) of {', '.join(settings.workloads)}, interleaved"
     )
     try:

@@ -57,10 +57,9 @@ class QuotaAccounting:
                 rel = f"quota/{name}"
             self.config.write(rel, str(value))
         elif domid is not None:
-            self.quotas.overrides.setdefault(domid, {})[name] = value
+            self.quotas.set_override(domid, name, value)
         else:
             setattr(self.limits, name.replace("-", "_"), value)
-            self.limits_changed()
 
     def usage(self, domid: int) -> dict[str, int]:
         """What a domain uses of each countable quota (CONTROL quota, statistics)."""

@@ -134,6 +134,8 @@ class Engine(QuotaAccounting, DomainLifecycle):
             "events_dropped": 0,
         }
         self.stale: StaleCheck | None = self._stale
+        # Any change of a limit drops the memos that depend on limits.
+        self.quotas.on_change = self.limits_changed
 
     # -- connections -----------------------------------------------------------------
     def connect(self, caller: Caller, kind: str, features: int | None = None) -> Connection:

@@ -15,12 +15,13 @@ cannot grant itself an allowance.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
 __all__ = ["QUOTA_NAMES", "Limits", "QuotaTable", "backend_device_domain"]
 
 
-@dataclass(slots=True)
+@dataclass
 class Limits:
     """Global quota values (the registry keeps them in step with the settings)."""
 
@@ -36,6 +37,14 @@ class Limits:
     node_size: int = 2048
     #: "4.21": refuse when count > limit; "4.22": refuse when count >= limit.
     rule: str = "4.21"
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        # ``on_change`` (not a field) is told of every change: the QuotaTable drops its
+        # memo of resolved limits.
+        if name != "on_change":
+            hook = self.__dict__.get("on_change")
+            if hook is not None:
+                hook()
 
     def exceeded(self, count: int, limit: int) -> bool:
         """Whether ``count`` (the size after the operation) breaks ``limit``."""
@@ -88,7 +97,53 @@ class QuotaTable:
     #: backend device path -> serving domain, and the count per domain.
     device_paths: dict[str, int] = field(default_factory=dict)
     devices: dict[int, int] = field(default_factory=dict)
+    #: (domid, name) -> limit: resolved limits, dropped on every change (see changed()).
+    memo: dict[tuple[int, str], int] = field(default_factory=dict)
+    #: told after every change (the engine drops what depends on limits)
+    on_change: Callable[[], None] | None = None
 
+    def __post_init__(self) -> None:
+        self.limits.on_change = self.changed
+
+    # -- changes (each one drops the memo) --------------------------------------------
+    def changed(self) -> None:
+        """Something a limit depends on changed (the global Limits included)."""
+        self.memo.clear()
+        if self.on_change is not None:
+            self.on_change()
+
+    def set_override(self, domid: int, name: str, value: int) -> None:
+        self.overrides.setdefault(domid, {})[name] = value
+        self.memo.clear()
+
+    def clear_override(self, domid: int, name: str) -> None:
+        own = self.overrides.get(domid)
+        if own is not None:
+            own.pop(name, None)
+            if not own:
+                del self.overrides[domid]
+        self.memo.clear()
+
+    def set_class_value(self, cls: str, name: str, value: int) -> None:
+        self.classes.setdefault(cls, {})[name] = value
+        self.memo.clear()
+
+    def clear_class_value(self, cls: str, name: str) -> None:
+        self.classes.get(cls, {}).pop(name, None)
+        self.memo.clear()
+
+    def set_domain_class(self, domid: int, cls: str | None) -> None:
+        if cls:
+            self.domain_class[domid] = cls
+        else:
+            self.domain_class.pop(domid, None)
+        self.memo.clear()
+
+    def set_per_device(self, name: str, value: int) -> None:
+        self.per_device[name] = value
+        self.memo.clear()
+
+    # -- lookups ----------------------------------------------------------------------
     def base(self, domid: int, name: str) -> int:
         """The configured limit before any device allowance."""
         own = self.overrides.get(domid)
@@ -103,9 +158,15 @@ class QuotaTable:
 
     def limit(self, domid: int, name: str) -> int:
         """The limit in force for ``domid`` (0: no limit)."""
-        value = self.base(domid, name)
-        if value and name in self.per_device:
-            value += self.devices.get(domid, 0) * self.per_device[name]
+        key = (domid, name)
+        value = self.memo.get(key)
+        if value is None:
+            value = self.base(domid, name)
+            if value and name in self.per_device:
+                value += self.devices.get(domid, 0) * self.per_device[name]
+            if len(self.memo) > 65536:
+                self.memo.clear()
+            self.memo[key] = value
         return value
 
     def device_added(self, path: str) -> None:
@@ -113,6 +174,7 @@ class QuotaTable:
         if domid is not None and path not in self.device_paths:
             self.device_paths[path] = domid
             self.devices[domid] = self.devices.get(domid, 0) + 1
+            self.memo.clear()
 
     def device_removed(self, path: str) -> None:
         domid = self.device_paths.pop(path, None)
@@ -122,6 +184,7 @@ class QuotaTable:
                 self.devices[domid] = n
             else:
                 del self.devices[domid]
+            self.memo.clear()
 
     def forget_domain(self, domid: int) -> None:
         """A domain died: its devices no longer count (overrides and class stay, so a

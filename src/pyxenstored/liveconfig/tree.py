@@ -65,7 +65,9 @@ class ConfigTree:
         self._perms = ((NONE, engine.priv_domid),)
         self._from_tree = False
         registry.listeners.append(self._setting_changed)
-        engine.quotas.classes.update({k: dict(v) for k, v in DEFAULT_CLASSES.items()})
+        for cls, values in DEFAULT_CLASSES.items():
+            for q, v in values.items():
+                engine.quotas.set_class_value(cls, q, v)
         for name, value in registry.values.items():
             self.apply(name, value)
         self._install()
@@ -135,11 +137,10 @@ class ConfigTree:
                 limits.rule = value
             else:
                 setattr(limits, q.replace("-", "_"), value)
-            e.limits_changed()
         elif name == "quota-soft/memory":
             limits.soft_memory = value
         elif name.startswith("driver/"):
-            e.quotas.per_device[name[7:]] = value
+            e.quotas.set_per_device(name[7:], value)
         elif name == "transaction/conflicts":
             e.conflicts = value if value else COALESCE
         elif name == "conflict/burst-limit":
@@ -211,27 +212,22 @@ class ConfigTree:
             finally:
                 self._from_tree = False
         elif m := _OVERRIDE.match(rel):
-            quotas.overrides.setdefault(int(m.group(1)), {})[m.group(2)] = int(text)
+            quotas.set_override(int(m.group(1)), m.group(2), int(text))
         elif m := _CLASS_QUOTA.match(rel):
-            quotas.classes.setdefault(m.group(1), {})[m.group(2)] = int(text)
+            quotas.set_class_value(m.group(1), m.group(2), int(text))
         elif m := _DOMAIN_CLASS.match(rel):
-            if text:
-                quotas.domain_class[int(m.group(1))] = text
-            else:
-                quotas.domain_class.pop(int(m.group(1)), None)
+            quotas.set_domain_class(int(m.group(1)), text or None)
 
     def removed(self, paths: list[str]) -> None:
         quotas = self.engine.quotas
         for path in paths:
             rel = path[len(CONFIG_PREFIX) :]
             if m := _OVERRIDE.match(rel):
-                own = quotas.overrides.get(int(m.group(1)))
-                if own is not None:
-                    own.pop(m.group(2), None)
+                quotas.clear_override(int(m.group(1)), m.group(2))
             elif m := _CLASS_QUOTA.match(rel):
-                quotas.classes.get(m.group(1), {}).pop(m.group(2), None)
+                quotas.clear_class_value(m.group(1), m.group(2))
             elif m := _DOMAIN_CLASS.match(rel):
-                quotas.domain_class.pop(int(m.group(1)), None)
+                quotas.set_domain_class(int(m.group(1)), None)
 
     # -- the daemon's own route (CONTROL, SET_QUOTA) --------------------------------
     def write(self, rel: str, text: str) -> None:

@@ -183,6 +183,14 @@ class RingSink:
             return False
         return not self.manager.engine.paused(conn, len(self.queue))
 
+    def wants_turn(self) -> bool:
+        """Whether a turn could do anything: input waits, output waits, or the guest
+        asked to reconnect (a sweep after lost kicks skips idle rings cheaply)."""
+        ring = self.ring
+        return bool(
+            ring.has_input() or self.queue or self.conn.out or ring.reconnect_requested()
+        )
+
     def turn(self) -> bool:
         """Serve the ring once; True if it has more input and deserves another turn."""
         if self.broken or self.closed:
@@ -196,9 +204,10 @@ class RingSink:
                 return False
             moved = self._push()
             more = False
-            if not self.may_read():
-                if ring.has_input():
-                    manager.stall(self)
+            if not ring.has_input():
+                pass
+            elif not self.may_read():
+                manager.stall(self)
             else:
                 data = ring.read(RING_SIZE)
                 if data:
@@ -499,7 +508,9 @@ class RingManager:
                 dom_exc = True
         if dom_exc:
             self.check_domains()
-        self._schedule()
+        if ready and not self._scheduled:
+            # Serve now rather than in another loop iteration: one epoll per kick.
+            self._service()
 
     def _sweep_soon(self) -> None:
         """A kick may have been lost: look at every ring, at most once per interval."""
@@ -519,7 +530,7 @@ class RingManager:
         self.stats["sweeps"] += 1
         ready = self.ready
         for sink in self.by_domid.values():
-            if not sink.broken:
+            if not sink.broken and sink.wants_turn():
                 ready[sink] = None
         self._schedule()
 
