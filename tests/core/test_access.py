@@ -98,11 +98,6 @@ def test_mkdir_and_rm_rules() -> None:
     run_table(MKDIR_AND_RM)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="C checks write permission on the node before refusing to remove the root: "
-    "a guest without write on / gets EACCES (C 4.17 and 4.22); we answer EINVAL",
-)
 def test_rm_root_by_a_guest_without_write_is_eacces() -> None:
     run_table([("d6", 0, Op.RM, "/|", "EACCES")])
 
@@ -258,13 +253,6 @@ def test_target_acts_as_its_domain() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the default backend (NoHypervisor) says every domid exists, reserved ones "
-    "too: SET_PERMS giving a node to DOMID_SELF (32752), 65535 or a domid over 16 bits "
-    "succeeds; C asks the hypervisor, which never knows reserved (>= 0x7FF0) or 17-bit "
-    "domids, and answers ENOENT (C 4.17 on the simulated Xen)",
-)
 @pytest.mark.parametrize("owner", ["n32752", "n32753", "n65535", "n70000"])
 def test_set_perms_to_a_reserved_domid_is_enoent(owner: str) -> None:
     h = Harness()

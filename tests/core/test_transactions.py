@@ -5,8 +5,6 @@ observed on C xenstored 4.17."""
 
 from __future__ import annotations
 
-import pytest
-
 from pyxenstored.protocol.wire import Op
 
 from .harness import OK, Harness, events, run_table, z
@@ -211,12 +209,6 @@ def test_generation_rule_conflicts_on_a_node_read_before_a_change() -> None:
     assert h.call("s", Op.TRANSACTION_END, "T|", tx=tx) == "EAGAIN"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="conflicts='generation' is not C's rule here: TxnView._mutable rebases the "
-    "observation of /p to the live node when the facets it looked at (PERMS) are equal, "
-    "so the outside change of /p's children is forgiven; C 4.17 answers EAGAIN",
-)
 def test_generation_rule_after_the_transaction_changes_the_node_too() -> None:
     """Found by a differential run against C 4.17 (seed 14): after the outside change,
     the transaction creates a child of the node it looked at. C: EAGAIN."""

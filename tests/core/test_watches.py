@@ -5,8 +5,6 @@ events around replies, RM events, the read-permission filter (xenstore-protocol.
 
 from __future__ import annotations
 
-import pytest
-
 from pyxenstored.protocol.wire import Op
 
 from .harness import OK, Harness, events, events_unordered, run_table, z
@@ -171,12 +169,6 @@ def test_several_watches_of_one_connection_each_get_the_event() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="C drops an event identical (path and token) to one still queued on the "
-    "connection (XSA-326, core.c:1156-1170): two watches with one token on /a and /a/b "
-    "give ONE event for a change of /a/b/c in C 4.17, two here",
-)
 def test_identical_queued_events_are_coalesced_like_c() -> None:
     run_table(
         [

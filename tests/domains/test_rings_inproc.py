@@ -347,7 +347,8 @@ def test_guest_that_never_consumes_is_bounded() -> None:
                 await asyncio.sleep(0.002)
             assert raw.ring.free() < len(request)  # the daemon stopped reading
             # events keep coming for it
-            await asyncio.gather(*(d0.write("/hot", str(i)) for i in range(1300)))
+            # (distinct paths: identical queued events would be coalesced, as in C)
+            await asyncio.gather(*(d0.write(f"/hot/{i}", str(i)) for i in range(1300)))
             assert d.server is not None
             conn = d.server.engine.domains[5].conn
             assert conn is not None

@@ -43,7 +43,7 @@ from .connection import Connection
 from .control import COMMANDS, Command
 from .domains import Domain, DomainBackend, NoHypervisor
 from .lifecycle import DomainLifecycle
-from .optable import MUTATES, NOTID, PRIV, TABLE
+from .optable import MUTATES, NODES, NOTID, PRIV, TABLE
 from .permissions import StaleCheck
 from .quota import Limits, QuotaTable
 from .refusals import RefusalLog
@@ -234,13 +234,15 @@ class Engine(QuotaAccounting, DomainLifecycle):
         if txn is None:
             raise NoEntry("unknown transaction")
         try:
-            if flags & MUTATES:
+            if flags & NODES:
                 self._check_txn_size(conn, txn)
             result = handler(self, conn, txn.view, txn, payload)
-        except (QuotaExceeded, NoMemory):
-            # As C: a transaction that ran into a quota can only end in an error, so
-            # that it never commits half of what it meant to do.
-            txn.failed = True
+        except (QuotaExceeded, NoMemory) as err:
+            # As C: a transaction that ran into a quota while touching nodes can only
+            # end in an error, so that it never commits half of what it meant to do.
+            # (A count of permissions is refused before anything is touched.)
+            if getattr(err, "quota", None) != "node-permissions":
+                txn.failed = True
             raise
         if flags & MUTATES and tx_id in conn.transactions:
             txn.ops.append((handler, payload))
@@ -338,7 +340,13 @@ class Engine(QuotaAccounting, DomainLifecycle):
             conn.events_dropped += 1
             self.stats["events_dropped"] += 1
             return
-        conn.out.append(msg)
+        out = conn.out
+        if out and msg[16:17] != b"@" and msg in out:
+            # As C: an event identical to one still queued on this connection adds
+            # nothing (two watches with one token on a path and its ancestor, say).
+            # ``out`` holds only what the transport has not taken yet, so it is short.
+            return
+        out.append(msg)
         conn.out_bytes += len(msg)
         self.stats["events"] += 1
         self.woken.add(conn)
@@ -353,7 +361,8 @@ class Engine(QuotaAccounting, DomainLifecycle):
         """
         caller = conn.caller
         guard = self.conflict_guard
-        if txn.failed:
+        if txn.failed and txn.ops:
+            # A read-only transaction has nothing half-done: it may still commit.
             raise NoMemory("the transaction ran into a quota")
         if not txn.validate(self.conflicts):
             self.stats["conflicts"] += 1

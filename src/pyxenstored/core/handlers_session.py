@@ -91,7 +91,7 @@ def h_transaction_start(
     while txid == 0 or txid in conn.transactions:
         txid = (txid + 1) & 0xFFFFFFFF
     conn.next_txid = (txid + 1) & 0xFFFFFFFF
-    conn.transactions[txid] = Transaction(txid, e.tree)
+    conn.transactions[txid] = Transaction(txid, e.tree, e.conflicts)
     return b"%d\0" % txid
 
 

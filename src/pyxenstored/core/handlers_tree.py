@@ -124,9 +124,16 @@ def h_mkdir(
 def h_rm(e: Engine, conn: Connection, view: View, txn: Transaction | None, payload: bytes) -> bytes:
     caller = conn.caller
     path = e.one_path(caller, payload)
-    if path == "/":
-        raise Invalid("cannot remove the root")
     node = view.get(path, PERMS)
+    if path == "/":
+        # Permission first, as C: a guest that may not write / learns nothing more.
+        if (
+            not caller.privileged
+            and node is not None
+            and not access(caller, node.perms, node.gen, e.stale) & WRITE
+        ):
+            raise PermissionDenied()
+        raise Invalid("cannot remove the root")
     if node is None:
         err = missing_error(caller, view, path, WRITE, e.stale)
         if isinstance(err, NoEntry) and view.get(parent_of(path), EXISTS) is not None:
@@ -227,8 +234,11 @@ def h_set_perms(
     node = lookup(caller, view, path, WRITE, PERMS, e.stale)
     if not caller.privileged and not access(caller, node.perms, node.gen, e.stale) & OWNER:
         raise PermissionDenied()
-    if not caller.privileged and perms[0][1] != node.perms[0][1]:
-        raise NotPermitted("only the privileged domain may change the owner")
+    if not caller.privileged:
+        if perms[0][1] != node.perms[0][1]:
+            raise NotPermitted("only the privileged domain may change the owner")
+        # The node is rewritten with its new permission list: node-size applies.
+        _check_size(e, conn, node.size() + 8 * (len(perms) - len(node.perms)))
     if not e.note_domains(perms):
         raise NoEntry("owner domain does not exist")
     old = node.perms

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..protocol.perms import Perms
-from ..protocol.wire import DOMID_ANY
+from ..protocol.wire import DOMID_ANY, DOMID_FIRST_RESERVED
 from ..store.node import Node
 from ..store.tree import Tree
 from .conflicts import ConflictGuard
@@ -38,7 +38,9 @@ class DomainLifecycle:
         def removed(self, path: str, node: Node, removed: list[tuple[str, Node]]) -> None: ...
 
     def domain_exists(self, domid: int) -> bool:
-        return self.backend.exists(domid)
+        """Whether ``domid`` is a domain the hypervisor knows; reserved ids (DOMID_SELF,
+        DOMID_ANY, ... from 0x7FF0 on) never are."""
+        return domid < DOMID_FIRST_RESERVED and self.backend.exists(domid)
 
     def domain_born(self, domid: int) -> int:
         """The generation ``domid`` was first known at; records it now if new."""
@@ -54,7 +56,7 @@ class DomainLifecycle:
         for i, (_, domid) in enumerate(perms):
             if domid == DOMID_ANY or domid in self.births:
                 continue
-            if domid == self.priv_domid or self.backend.exists(domid):
+            if domid == self.priv_domid or self.domain_exists(domid):
                 self.domain_born(domid)
             elif i == 0:
                 return False

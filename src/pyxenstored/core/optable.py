@@ -41,19 +41,20 @@ from .handlers_tree import (
     h_write,
 )
 
-__all__ = ["MUTATES", "NOTID", "PRIV", "TABLE"]
+__all__ = ["MUTATES", "NODES", "NOTID", "PRIV", "TABLE"]
 
 PRIV = 1  #: privileged callers only (EACCES otherwise)
 NOTID = 2  #: the tx_id field is ignored
 MUTATES = 4  #: changes the store: logged inside a transaction and replayed at commit
+NODES = 8  #: looks at nodes: counts against a transaction's transaction-nodes limit
 
 Handler = Callable[..., Any]
 
 TABLE: dict[int, tuple[Handler, int]] = {
     Op.CONTROL: (h_control, PRIV),
-    Op.DIRECTORY: (h_directory, 0),
-    Op.READ: (h_read, 0),
-    Op.GET_PERMS: (h_get_perms, 0),
+    Op.DIRECTORY: (h_directory, NODES),
+    Op.READ: (h_read, NODES),
+    Op.GET_PERMS: (h_get_perms, NODES),
     Op.WATCH: (h_watch, NOTID),
     Op.UNWATCH: (h_unwatch, NOTID),
     Op.TRANSACTION_START: (h_transaction_start, 0),
@@ -61,15 +62,15 @@ TABLE: dict[int, tuple[Handler, int]] = {
     Op.INTRODUCE: (h_introduce, PRIV),
     Op.RELEASE: (h_release, PRIV),
     Op.GET_DOMAIN_PATH: (h_get_domain_path, 0),
-    Op.WRITE: (h_write, MUTATES),
-    Op.MKDIR: (h_mkdir, MUTATES),
-    Op.RM: (h_rm, MUTATES),
-    Op.SET_PERMS: (h_set_perms, MUTATES),
+    Op.WRITE: (h_write, MUTATES | NODES),
+    Op.MKDIR: (h_mkdir, MUTATES | NODES),
+    Op.RM: (h_rm, MUTATES | NODES),
+    Op.SET_PERMS: (h_set_perms, MUTATES | NODES),
     Op.IS_DOMAIN_INTRODUCED: (h_is_domain_introduced, PRIV),
     Op.RESUME: (h_resume, PRIV),
     Op.SET_TARGET: (h_set_target, PRIV),
     Op.RESET_WATCHES: (h_reset_watches, 0),
-    Op.DIRECTORY_PART: (h_directory_part, 0),
+    Op.DIRECTORY_PART: (h_directory_part, NODES),
     Op.GET_FEATURE: (h_get_feature, 0),
     Op.SET_FEATURE: (h_set_feature, PRIV),
     Op.GET_QUOTA: (h_get_quota, PRIV),

@@ -63,10 +63,13 @@ class TxnView:
 
     live = False
 
-    __slots__ = ("bases", "dirty", "doomed", "listed", "observed", "overlay", "tree")
+    __slots__ = ("bases", "dirty", "doomed", "listed", "observed", "overlay", "rebase", "tree")
 
-    def __init__(self, tree: Tree) -> None:
+    def __init__(self, tree: Tree, rebase: bool = True) -> None:
         self.tree = tree
+        #: move observations to newer live nodes whose observed facets still agree
+        #: (coalescing); off for C's generation rule
+        self.rebase = rebase
         #: path -> private node, or None when the transaction removed it.
         self.overlay: dict[str, Node | None] = {}
         #: path -> the live node an overlay copy was taken from (None: created here).
@@ -178,6 +181,8 @@ class TxnView:
         node if every facet observed so far is still the same there: the view gets the
         newest state of what it has not looked at yet (so it stays consistent with other
         paths it reads), and nothing it did look at changes."""
+        if not self.rebase:
+            return base  # C's generation rule: the first look is what is checked
         live = self.tree.nodes.get(path)
         if live is base or live is None or base is None:
             return base
@@ -273,9 +278,9 @@ class Transaction:
 
     __slots__ = ("failed", "id", "ops", "start_changes", "view")
 
-    def __init__(self, txid: int, tree: Tree) -> None:
+    def __init__(self, txid: int, tree: Tree, mode: str = COALESCE) -> None:
         self.id = txid
-        self.view = TxnView(tree)
+        self.view = TxnView(tree, rebase=mode != GENERATION)
         self.start_changes = tree.changes
         #: (handler, payload) of every mutating request that succeeded, in order.
         self.ops: list[tuple[Any, bytes]] = []
