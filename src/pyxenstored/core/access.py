@@ -57,11 +57,19 @@ def lookup(
     Raises:
         NoEntry, PermissionDenied: as C decides them.
     """
-    node = view.get(path, facets | PERMS)
+    if caller.privileged:
+        node = view.get(path, facets | PERMS)
+        if node is None:
+            raise NoEntry()
+        return node
+    # Permission first: a transaction observes (and depends on) only what it may see.
+    node = view.get(path, PERMS)
     if node is None:
         raise missing_error(caller, view, path, need, stale)
-    if not caller.privileged and not access(caller, node.perms, node.gen, stale) & need:
+    if not access(caller, node.perms, node.gen, stale) & need:
         raise PermissionDenied()
+    if facets & ~PERMS:
+        view.get(path, facets)
     return node
 
 

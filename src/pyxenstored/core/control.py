@@ -20,6 +20,7 @@ from .domains import parse_domid
 from .quota import QUOTA_NAMES
 
 if TYPE_CHECKING:
+    from .confighooks import ConfigHooks
     from .connection import Connection
     from .engine import Engine
     from .transactions import Transaction
@@ -49,7 +50,8 @@ def _text(lines: list[str]) -> bytes:
     return "".join(line + "\n" for line in lines).encode("ascii") + b"\0"
 
 
-def _config(e: Engine) -> object:
+def _attached_config(e: Engine) -> ConfigHooks:
+    """The live configuration, which the log commands act through."""
     if e.config is None:
         raise Invalid("live configuration is not attached")
     return e.config
@@ -69,9 +71,7 @@ def _check(e: Engine, args: list[str]) -> bytes:
 
 
 def _log(e: Engine, args: list[str]) -> bytes:
-    config = e.config
-    if config is None:
-        raise Invalid("live configuration is not attached")
+    config = _attached_config(e)
     if not args:
         state = config.read("log/access")
         return _text([f"io: {state}", f"level: {config.read('log/level')}"])
@@ -88,9 +88,7 @@ def _log(e: Engine, args: list[str]) -> bytes:
 
 
 def _logfile(e: Engine, args: list[str]) -> bytes:
-    config = e.config
-    if config is None:
-        raise Invalid("live configuration is not attached")
+    config = _attached_config(e)
     if len(args) != 1 or not args[0]:
         raise Invalid("logfile takes a file name")
     config.write("log/access-file", args[0])

@@ -75,7 +75,7 @@ def introduce_domain(e: Engine, domid: int, port: int, *, reset: bool = True) ->
         dom = Domain(domid, port, conn, e.domain_born(domid), features)
         e.domains[domid] = dom
         if domid != e.priv_domid:
-            e.watches.fire_special("@introduceDomain", domid, e.tree)
+            e.watches.fire_special("@introduceDomain", domid, e.tree, e.stale)
     else:
         dom.port = port
         e.backend.reintroduce(dom, port)
@@ -101,7 +101,7 @@ def domain_shut_down(e: Engine, domid: int) -> None:
     if dom is None or dom.shutdown_reported or domid == e.priv_domid:
         return
     dom.shutdown_reported = True
-    e.watches.fire_special("@releaseDomain", domid, e.tree)
+    e.watches.fire_special("@releaseDomain", domid, e.tree, e.stale)
 
 
 def domain_died(e: Engine, domid: int) -> None:

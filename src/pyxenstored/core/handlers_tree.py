@@ -46,11 +46,19 @@ def h_read(
 ) -> bytes:
     caller = conn.caller
     path = e.one_path(caller, payload)
-    node = view.get(path, VALUE | PERMS)
+    if caller.privileged:
+        node = view.get(path, VALUE | PERMS)
+        if node is None:
+            raise NoEntry()
+        return node.value
+    # Permission first: a transaction must not depend on (and learn through EAGAIN
+    # about) a value it may not read.
+    node = view.get(path, PERMS)
     if node is None:
         raise missing_error(caller, view, path, READ, e.stale)
-    if not caller.privileged and not access(caller, node.perms, node.gen, e.stale) & READ:
+    if not access(caller, node.perms, node.gen, e.stale) & READ:
         raise PermissionDenied()
+    view.get(path, VALUE)
     return node.value
 
 
@@ -71,12 +79,14 @@ def h_write(
         config.check_write(caller, path, value)
     # Overwriting observes the old value: a concurrent write of different bytes to the
     # same node is a write-write conflict (first committer wins), as the historic
-    # test suite and C expect; a rewrite of the same bytes still coalesces.
-    node = view.get(path, PERMS | VALUE)
+    # test suite and C expect; a rewrite of the same bytes still coalesces. The value is
+    # observed only once the caller may write the node.
+    node = view.get(path, PERMS if not caller.privileged else PERMS | VALUE)
     if node is not None:
         if not caller.privileged:
             if not access(caller, node.perms, node.gen, e.stale) & WRITE:
                 raise PermissionDenied()
+            view.get(path, VALUE)
             _check_size(e, conn, node.size() - len(node.value) + len(value))
             e.check_memory(conn, len(value) - len(node.value))
         view.set_value(path, value)

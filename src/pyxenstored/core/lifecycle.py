@@ -15,6 +15,7 @@ from ..store.tree import Tree
 from .conflicts import ConflictGuard
 from .connection import Connection
 from .domains import Domain, DomainBackend
+from .permissions import StaleCheck
 from .quota import QuotaTable
 from .watches import WatchRegistry
 
@@ -33,6 +34,7 @@ class DomainLifecycle:
         quotas: QuotaTable
         conflict_guard: ConflictGuard
         watches: WatchRegistry
+        stale: StaleCheck | None
 
         def disconnect(self, conn: Connection) -> None: ...
         def removed(self, path: str, node: Node, removed: list[tuple[str, Node]]) -> None: ...
@@ -103,4 +105,4 @@ class DomainLifecycle:
         # Devices it served that outlived it (not owned by it) no longer count.
         self.quotas.forget_domain(domid)
         if dom is not None:
-            self.watches.fire_special("@releaseDomain", domid, tree)
+            self.watches.fire_special("@releaseDomain", domid, tree, self.stale)

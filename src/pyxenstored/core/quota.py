@@ -37,6 +37,7 @@ class Limits:
     node_size: int = 2048
     #: "4.21": refuse when count > limit; "4.22": refuse when count >= limit.
     rule: str = "4.21"
+
     def __setattr__(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)
         # ``on_change`` (not a field) is told of every change: the QuotaTable drops its

@@ -51,31 +51,36 @@ def event_message(epath: str, token: bytes) -> bytes | None:
 
 
 class WatchRegistry:
-    """Every watch of every connection, by canonical path."""
+    """Every watch of every connection, by canonical path, then by connection."""
 
     __slots__ = ("by_path", "count", "enqueue")
 
     def __init__(self, enqueue: Callable[[Connection, bytes], None]) -> None:
-        self.by_path: dict[str, list[Watch]] = {}
+        #: path -> connection -> its watches on that path (in registration order)
+        self.by_path: dict[str, dict[Connection, list[Watch]]] = {}
         self.count = 0
         #: how an event reaches a connection (the engine bounds queues there).
         self.enqueue = enqueue
 
     def add(self, watch: Watch) -> None:
-        self.by_path.setdefault(watch.path, []).append(watch)
+        self.by_path.setdefault(watch.path, {}).setdefault(watch.conn, []).append(watch)
         watch.conn.watches[(watch.path, watch.token)] = watch
         watch.conn.watch_bytes += len(watch.path) + len(watch.token)
         self.count += 1
 
     def remove(self, watch: Watch) -> None:
-        lst = self.by_path.get(watch.path)
-        if lst is not None:
-            lst.remove(watch)
-            if not lst:
-                del self.by_path[watch.path]
+        groups = self.by_path.get(watch.path)
+        if groups is not None:
+            mine = groups.get(watch.conn)
+            if mine is not None and watch in mine:
+                mine.remove(watch)
+                self.count -= 1
+                if not mine:
+                    del groups[watch.conn]
+                    if not groups:
+                        del self.by_path[watch.path]
         if watch.conn.watches.pop((watch.path, watch.token), None) is not None:
             watch.conn.watch_bytes -= len(watch.path) + len(watch.token)
-        self.count -= 1
 
     def remove_all(self, conn: Connection) -> None:
         for watch in list(conn.watches.values()):
@@ -101,22 +106,32 @@ class WatchRegistry:
         by_path = self.by_path
         if not by_path:
             return
+        # Whether each unprivileged connection may see this event is decided once per
+        # connection, however many of its watches match (a guest's 128 watches on /
+        # must not cost 128 permission checks on every write).
+        allowed: dict[int, bool] = {}
         for anc in (path,) if exact else ancestors(path):
-            watches = by_path.get(anc)
-            if not watches:
+            groups = by_path.get(anc)
+            if not groups:
                 continue
             below = 0 if anc == path else path.count("/") - (0 if anc == "/" else anc.count("/"))
-            for w in watches:
-                if w.depth >= 0 and below > w.depth:
-                    continue
-                conn = w.conn
-                if not conn.caller.privileged and not _may_see(conn, path, tree, extra, stale):
-                    continue
-                msg = event_message(path[w.strip :] if w.strip else path, w.token)
-                if msg is not None:
-                    self.enqueue(conn, msg)
+            for conn, watches in groups.items():
+                if not conn.caller.privileged:
+                    ok = allowed.get(conn.id)
+                    if ok is None:
+                        ok = allowed[conn.id] = _may_see(conn, path, tree, extra, stale)
+                    if not ok:
+                        continue
+                for w in watches:
+                    if w.depth >= 0 and below > w.depth:
+                        continue
+                    msg = event_message(path[w.strip :] if w.strip else path, w.token)
+                    if msg is not None:
+                        self.enqueue(conn, msg)
 
-    def fire_special(self, name: str, domid: int | None, tree: Tree) -> None:
+    def fire_special(
+        self, name: str, domid: int | None, tree: Tree, stale: StaleCheck | None = None
+    ) -> None:
         """Deliver ``@introduceDomain`` / ``@releaseDomain`` (§4.5).
 
         A watch on the bare name without depth gets the bare name; with depth 1 it gets
@@ -124,32 +139,32 @@ class WatchRegistry:
         Readers need read permission on the special node.
         """
         node = tree.nodes.get(name)
-        perms = () if node is None else (node.perms,)
-        targets: list[tuple[list[Watch], str | None]] = []
+        targets: list[tuple[dict[Connection, list[Watch]], str | None]] = []
         if name in self.by_path:
             targets.append((self.by_path[name], None))
         if domid is not None:
             own = f"{name}/{domid}"
             if own in self.by_path:
                 targets.append((self.by_path[own], own))
-        for watches, fixed in targets:
-            for w in watches:
-                if fixed is None and domid is None and w.depth > 0:
-                    continue
-                if fixed is not None:
-                    epath = fixed
-                elif w.depth > 0 and domid is not None:
-                    epath = f"{name}/{domid}"
-                else:
-                    epath = name
-                conn = w.conn
-                if not conn.caller.privileged and not any(
-                    access(conn.caller, p, tree.gen, None) & READ for p in perms
+        for groups, fixed in targets:
+            for conn, watches in groups.items():
+                if not conn.caller.privileged and (
+                    node is None
+                    or not access(conn.caller, node.perms, node.gen, stale) & READ
                 ):
                     continue
-                msg = event_message(epath, w.token)
-                if msg is not None:
-                    self.enqueue(conn, msg)
+                for w in watches:
+                    if fixed is None and domid is None and w.depth > 0:
+                        continue
+                    if fixed is not None:
+                        epath = fixed
+                    elif w.depth > 0 and domid is not None:
+                        epath = f"{name}/{domid}"
+                    else:
+                        epath = name
+                    msg = event_message(epath, w.token)
+                    if msg is not None:
+                        self.enqueue(conn, msg)
 
 
 def _may_see(
