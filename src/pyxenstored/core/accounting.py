@@ -77,6 +77,8 @@ class QuotaAccounting:
         used = self.tree.owner_bytes.get(domid, 0)
         if conn is not None:
             used += conn.watch_bytes + conn.out_bytes
+            for txn in conn.transactions.values():
+                used += txn.bytes
         return used
 
     def check_memory(self, conn: Connection, extra: int) -> None:

@@ -19,29 +19,34 @@ Credit returns on :meth:`ConflictGuard.replenish`, which the runtime calls every
 longest-paused first), capping the blamed conflicts of all guests together at about
 1/interval per second; otherwise every domain gains a point, up to the burst limit.
 
-The history is trimmed to the oldest open transaction and bounded in length, so its
-memory does not grow with time.
+Changes are recorded only while some transaction is open (no other can be blamed), and
+the history is trimmed to the oldest open transaction and bounded in entries and bytes.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
+from ..protocol.paths import ancestors
+
 __all__ = ["ConflictGuard"]
 
 _MAX_HISTORY = 4096
+_MAX_BYTES = 1 << 20
 
 
 class ConflictGuard:
     """History, blame and credit for transaction conflicts."""
 
-    __slots__ = ("aggregate", "blamed", "burst", "credit", "history", "paused_queue")
+    __slots__ = ("aggregate", "blamed", "burst", "bytes", "credit", "history", "paused_queue")
 
     def __init__(self, burst: float = 5.0, aggregate: bool = True) -> None:
         self.burst = burst
         self.aggregate = aggregate
         #: (change counter after the change, domid, paths changed)
         self.history: deque[tuple[int, int, frozenset[str]]] = deque()
+        #: bytes of path names held by the history
+        self.bytes = 0
         #: credit of each domain that has been blamed (absent: full credit).
         self.credit: dict[int, float] = {}
         #: paused domains, oldest first (a dict used as an ordered set).
@@ -50,30 +55,39 @@ class ConflictGuard:
         self.blamed: dict[int, int] = {}
 
     def record(self, counter: int, domid: int, paths: list[str]) -> None:
-        """An unprivileged domain changed ``paths``; the tree's counter is now ``counter``."""
-        if paths:
-            self.history.append((counter, domid, frozenset(paths)))
-            if len(self.history) > _MAX_HISTORY:
-                self.history.popleft()
+        """An unprivileged domain changed ``paths`` (a removed subtree as its root plus
+        "/"); the tree's counter is now ``counter``. The history is bounded in entries
+        and in bytes: the oldest entries go first (a transaction that old is not
+        protected, as in oxenstored)."""
+        if not paths:
+            return
+        size = sum(len(p) for p in paths)
+        self.history.append((counter, domid, frozenset(paths)))
+        self.bytes += size
+        while len(self.history) > _MAX_HISTORY or self.bytes > _MAX_BYTES:
+            self.bytes -= sum(len(p) for p in self.history.popleft()[2])
 
     def trim(self, oldest_start: int | None) -> None:
         """Forget entries no open transaction can be blamed for."""
         history = self.history
         if oldest_start is None:
             history.clear()
+            self.bytes = 0
             return
         while history and history[0][0] <= oldest_start:
-            history.popleft()
+            self.bytes -= sum(len(p) for p in history.popleft()[2])
 
     def blame(self, start: int, victim: int, failed: list[str]) -> list[int]:
         """A commit of domain ``victim`` that started at ``start`` failed on ``failed``
         paths: charge the domains responsible; return them."""
         culprits: list[int] = []
         failed_set = set(failed)
+        # A failed path is also explained by the removal of any of its ancestors.
+        removed_roots = {a + "/" for p in failed for a in ancestors(p)}
         for counter, domid, paths in self.history:
             if counter <= start or domid == victim or domid in culprits:
                 continue
-            if not failed_set.isdisjoint(paths):
+            if not failed_set.isdisjoint(paths) or not removed_roots.isdisjoint(paths):
                 culprits.append(domid)
         for domid in culprits:
             credit = max(-1.0, self.credit.get(domid, self.burst) - 1.0)

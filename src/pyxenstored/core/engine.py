@@ -118,6 +118,8 @@ class Engine(QuotaAccounting, DomainLifecycle):
         #: SET_FEATURE values waiting for the domain's INTRODUCE.
         self.pending_features: dict[int, int] = {}
         self.woken: set[Connection] = set()
+        #: every open transaction of every connection (conflict history needs them)
+        self.open_txns: dict[Transaction, None] = {}
         self._next_conn = 1
         #: Memos of canonical absolute paths: by whole one-argument payload, by raw path.
         self._paths: dict[bytes, str] = {}
@@ -153,7 +155,7 @@ class Engine(QuotaAccounting, DomainLifecycle):
             return
         conn.closed = True
         self.watches.remove_all(conn)
-        conn.transactions.clear()
+        self.drop_transactions(conn)
         conn.out.clear()
         conn.out_bytes = 0
         self.connections.pop(conn.id, None)
@@ -219,9 +221,10 @@ class Engine(QuotaAccounting, DomainLifecycle):
         if flags & PRIV and not caller.privileged:
             raise PermissionDenied()
         if not tx_id or flags & NOTID:
-            if not flags & MUTATES or caller.privileged:
+            if not flags & MUTATES or caller.privileged or not self.open_txns:
                 return handler(self, conn, self.tree, None, payload)
-            # An unprivileged domain changes the live tree: remember what, for blame.
+            # An unprivileged domain changes the live tree while transactions are open:
+            # remember what, to blame it if that breaks one of them.
             tree = self.tree
             changed: list[str] = []
             tree.log = changed
@@ -235,7 +238,7 @@ class Engine(QuotaAccounting, DomainLifecycle):
             raise NoEntry("unknown transaction")
         try:
             if flags & NODES:
-                self._check_txn_size(conn, txn)
+                self._check_txn_size(conn, txn, flags & MUTATES)
             result = handler(self, conn, txn.view, txn, payload)
         except (QuotaExceeded, NoMemory) as err:
             # As C: a transaction that ran into a quota while touching nodes can only
@@ -246,13 +249,18 @@ class Engine(QuotaAccounting, DomainLifecycle):
             raise
         if flags & MUTATES and tx_id in conn.transactions:
             txn.ops.append((handler, payload))
+            txn.bytes += len(payload)
         return result
 
-    def _check_txn_size(self, conn: Connection, txn: Transaction) -> None:
+    def _check_txn_size(self, conn: Connection, txn: Transaction, mutates: int) -> None:
+        """transaction-nodes, checked before a request runs: the nodes it looked at,
+        and (our own bound, as oxenstored's maxrequests) the changes it logged."""
         caller = conn.caller
         if caller.privileged:
             return
         limit = self.quota(caller.domid, "transaction-nodes")
+        if mutates and limit and len(txn.ops) >= limit:
+            raise QuotaExceeded("transaction-nodes")
         # Counted as if the request touches one more node: at most `limit` nodes under
         # the <=4.21 rule, `limit - 1` under 4.22's.
         if self.limits.exceeded(txn.view.touched + 1, limit):
@@ -376,7 +384,7 @@ class Engine(QuotaAccounting, DomainLifecycle):
         tree = self.tree
         events: list[tuple[str, bool, tuple[Perms, ...]]] = []
         self._replay_events = events
-        changed: list[str] | None = None if caller.privileged else []
+        changed: list[str] | None = None if caller.privileged or not self.open_txns else []
         tree.log = changed
         tree.begin_journal()
         try:
@@ -402,10 +410,25 @@ class Engine(QuotaAccounting, DomainLifecycle):
             fire(path, exact, tree, extra, self.stale)
 
     def _trim_history(self) -> None:
-        starts = [
-            t.start_changes for c in self.connections.values() for t in c.transactions.values()
-        ]
-        self.conflict_guard.trim(min(starts) if starts else None)
+        open_txns = self.open_txns
+        oldest = min(t.start_changes for t in open_txns) if open_txns else None
+        self.conflict_guard.trim(oldest)
+
+    # -- the open transactions of every connection ----------------------------------------
+    def transaction_started(self, conn: Connection, txn: Transaction) -> None:
+        conn.transactions[txn.id] = txn
+        self.open_txns[txn] = None
+
+    def transaction_ended(self, conn: Connection, txn: Transaction) -> None:
+        conn.transactions.pop(txn.id, None)
+        self.open_txns.pop(txn, None)
+        if not self.open_txns and self.conflict_guard.history:
+            self.conflict_guard.trim(None)
+
+    def drop_transactions(self, conn: Connection) -> None:
+        """End every transaction of ``conn`` without committing (idempotent)."""
+        for txn in list(conn.transactions.values()):
+            self.transaction_ended(conn, txn)
 
     def removed(self, path: str, node: Node, removed: list[tuple[str, Node]]) -> None:
         """``path`` (formerly ``node``) and its subtree left the live tree: fire the

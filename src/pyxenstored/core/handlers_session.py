@@ -73,7 +73,7 @@ def h_reset_watches(
     e: Engine, conn: Connection, view: View, txn: Transaction | None, payload: bytes
 ) -> bytes:
     e.watches.remove_all(conn)
-    conn.transactions.clear()
+    e.drop_transactions(conn)
     return OK
 
 
@@ -91,7 +91,7 @@ def h_transaction_start(
     while txid == 0 or txid in conn.transactions:
         txid = (txid + 1) & 0xFFFFFFFF
     conn.next_txid = (txid + 1) & 0xFFFFFFFF
-    conn.transactions[txid] = Transaction(txid, e.tree, e.conflicts)
+    e.transaction_started(conn, Transaction(txid, e.tree, e.conflicts))
     return b"%d\0" % txid
 
 
@@ -102,7 +102,11 @@ def h_transaction_end(
         raise Invalid("TRANSACTION_END takes T or F")
     if txn is None:
         raise NoEntry("not in a transaction")
-    del conn.transactions[txn.id]
-    if payload == b"T\0":
-        e.commit(conn, txn)
+    try:
+        if payload == b"T\0":
+            e.commit(conn, txn)
+    finally:
+        # The id is gone whatever the outcome (xenstore.txt); the transaction stays
+        # registered during its commit so that a conflict can still be blamed.
+        e.transaction_ended(conn, txn)
     return OK

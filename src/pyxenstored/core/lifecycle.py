@@ -37,6 +37,7 @@ class DomainLifecycle:
         stale: StaleCheck | None
 
         def disconnect(self, conn: Connection) -> None: ...
+        def drop_transactions(self, conn: Connection) -> None: ...
         def removed(self, path: str, node: Node, removed: list[tuple[str, Node]]) -> None: ...
 
     def domain_exists(self, domid: int) -> bool:
@@ -76,7 +77,7 @@ class DomainLifecycle:
         """Drop a ring connection's watches, transactions, queued output and partial
         input (every INTRODUCE, and the ring reconnection handshake)."""
         self.watches.remove_all(conn)
-        conn.transactions.clear()
+        self.drop_transactions(conn)
         conn.out.clear()
         conn.out_bytes = 0
         conn.reader.reset()

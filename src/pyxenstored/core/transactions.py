@@ -276,7 +276,7 @@ class TxnView:
 class Transaction:
     """One open transaction of one connection."""
 
-    __slots__ = ("failed", "id", "ops", "start_changes", "view")
+    __slots__ = ("bytes", "failed", "id", "ops", "start_changes", "view")
 
     def __init__(self, txid: int, tree: Tree, mode: str = COALESCE) -> None:
         self.id = txid
@@ -286,6 +286,8 @@ class Transaction:
         self.ops: list[tuple[Any, bytes]] = []
         #: a request ran into a quota: the commit answers ENOMEM (as C's trans->fail)
         self.failed = False
+        #: payload bytes of the logged changes (charged to the domain's memory quota)
+        self.bytes = 0
 
     def failures(self, mode: str) -> list[str]:
         """The observed paths whose observation no longer holds (for blame)."""

@@ -45,7 +45,8 @@ class Tree:
         #: Bytes of path, value and permissions of the nodes each domain owns.
         self.owner_bytes: dict[int, int] = {root_perms[0][1]: 1 + 8 * len(root_perms)}
         self.journal: list[tuple[str, Node | None]] | None = None
-        #: When a list, every changed path is appended to it (conflict blame).
+        #: When a list, every changed path is appended to it (conflict blame); a removed
+        #: subtree appears once, as its root followed by "/".
         self.log: list[str] | None = None
 
     # -- reading ---------------------------------------------------------------------
@@ -137,8 +138,11 @@ class Tree:
         del parent.children[path[path.rfind("/") + 1 :]]
         self._stamp(parent)
         if self.log is not None:
+            # The parent's child list changed; the subtree is named by its root only
+            # (blame matches a failed path below it), so a deep or wide removal costs
+            # the log two entries.
             self.log.append(parent_path)
-            self.log.extend(p for p, _ in order)
+            self.log.append(path + "/")
         return order
 
     def _charge(self, path: str, node: Node, sign: int) -> None:
