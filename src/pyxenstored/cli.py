@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .client.values import default_socket_path
 from .errors import XenstoreError
 from .liveconfig.registry import Registry
 from .runtime.loops import LOOPS
@@ -16,16 +16,6 @@ from .runtime.rings import XEN_MODES
 from .runtime.server import Server, ServerConfig
 
 __all__ = ["default_socket_path", "main", "parse_args"]
-
-
-def default_socket_path(env: dict[str, str] | None = None) -> str:
-    """Where libxenstore looks: $XENSTORED_PATH, $XENSTORED_RUNDIR/socket, else /run."""
-    env = dict(os.environ) if env is None else env
-    if env.get("XENSTORED_PATH"):
-        return env["XENSTORED_PATH"]
-    if env.get("XENSTORED_RUNDIR"):
-        return os.path.join(env["XENSTORED_RUNDIR"], "socket")
-    return "/run/xenstored/socket"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

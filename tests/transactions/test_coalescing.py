@@ -304,3 +304,32 @@ def test_self_conflicts_are_not_blamed() -> None:
     h.write(g, "x", b"1")
     assert h.end(g, t) == EAGAIN
     assert h.engine.conflict_guard.blamed == {}
+
+
+def test_absent_observation_is_never_forgotten() -> None:
+    """A transaction that saw /x absent, then (through a child created meanwhile)
+    removes /x/y, has seen two states no commit point explains: EAGAIN, not OK."""
+    for mode in ("coalesce", "generation"):
+        h = Harness(Engine(conflicts=mode))
+        a, b = h.conn(), h.conn()
+        t = h.start(a)
+        assert h.read(a, "/x", t) == (Op.ERROR, b"ENOENT\0")
+        h.write(b, "/x/y", b"1")
+        assert h.read(a, "/x/y", t) == (Op.READ, b"1")
+        assert h.req(a, Op.RM, b"/x/y\0", t) == (Op.RM, b"OK\0")
+        assert h.end(a, t) == EAGAIN, mode
+
+
+def test_parent_removed_under_a_transaction_is_no_internal_error() -> None:
+    """The parent of a node the transaction saw is removed outside it; removing the
+    node inside the transaction must answer normally (no EIO) and cannot commit."""
+    h = Harness()
+    _domain(h, 5)
+    d0, g = h.conn(0), h.conn(5, False)
+    h.write(g, "a/b", b"v")
+    t = h.start(g)
+    assert h.read(g, "a/b", t) == (Op.READ, b"v")
+    h.req(d0, Op.RM, b"/local/domain/5/a\0")
+    assert h.req(g, Op.RM, b"a/b\0", t) == (Op.RM, b"OK\0")
+    assert h.end(g, t) == EAGAIN
+    assert h.engine.check() == []

@@ -50,16 +50,44 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping
-from typing import Any, NamedTuple, Protocol, TypeVar, cast, overload
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, Protocol, TypeVar, cast, overload
 
-from .. import errors as _errors
-from ..errors import Again, TooBig, XenstoreError
+from ..errors import Again, XenstoreError
 from ..protocol.framing import Packet, PacketReader
-from ..protocol.perms import parse_perm
-from ..protocol.wire import PAYLOAD_MAX, Op, encode
+from ..protocol.wire import Op, encode
+from .plans import (
+    Plan,
+    plan_control,
+    plan_directory,
+    plan_get_perms,
+    plan_get_quota,
+    plan_read,
+    plan_set_perms,
+    plan_set_quota,
+    plan_simple,
+    plan_watch,
+    plan_write,
+)
+from .plans import parse_directory_part as parse_directory_part  # re-exported
+from .values import (
+    DEFAULT_SOCKET_PATH,
+    ConnectionClosed,
+    Perm,
+    ProtocolError,
+    WatchEvent,
+    _args,
+    _event,
+    _int,
+    _ok,
+    _strip_nul,
+    _word,
+    backoff_delay,
+    check_payload,
+    default_socket_path,
+    error_from_reply,
+)
+from .values import ERROR_CLASSES as ERROR_CLASSES  # re-exported
 
 __all__ = [
     "DEFAULT_SOCKET_PATH",
@@ -78,297 +106,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: Where libxenstore looks when neither environment variable is set.
-DEFAULT_SOCKET_PATH = "/run/xenstored/socket"
-
 _ID_MAX = 0xFFFFFFFF
-
-
-def default_socket_path(env: Mapping[str, str] | None = None) -> str:
-    """The daemon socket as libxenstore finds it.
-
-    ``$XENSTORED_PATH`` if set and non-empty, else ``$XENSTORED_RUNDIR/socket``, else
-    :data:`DEFAULT_SOCKET_PATH`. ``env`` defaults to ``os.environ``.
-    """
-    env = os.environ if env is None else env
-    path = env.get("XENSTORED_PATH")
-    if path:
-        return path
-    rundir = env.get("XENSTORED_RUNDIR")
-    if rundir:
-        return os.path.join(rundir, "socket")
-    return DEFAULT_SOCKET_PATH
-
-
-# -- value types ---------------------------------------------------------------------------
-class ConnectionClosed(ConnectionError):
-    """The connection to the daemon is gone; the request's outcome is unknown."""
-
-
-class ProtocolError(Exception):
-    """The daemon answered something the protocol does not allow (a client-side check)."""
-
-
-class WatchEvent(NamedTuple):
-    """One WATCH_EVENT: the path that changed (as the watch was registered: relative
-    watches get relative paths) and the watch's token."""
-
-    path: str
-    token: str
-
-
-_MODES = ("n", "r", "w", "b")
-
-
-class Perm(NamedTuple):
-    """One permission entry, the typed form of ``"r5"``.
-
-    ``mode`` is ``"n"`` (none), ``"r"`` (read), ``"w"`` (write) or ``"b"`` (both);
-    ``domid`` the domain. In a list, entry 0 names the owner and its mode is what every
-    other domain gets. ``str(perm)`` is the wire form.
-    """
-
-    mode: str
-    domid: int
-
-    def __str__(self) -> str:
-        return f"{self.mode}{self.domid}"
-
-    @classmethod
-    def parse(cls, text: str) -> Perm:
-        """Parse a wire entry (``"r5"``, ``"b0x10"``, ``"n-1"``) as the daemon does.
-
-        Raises:
-            ValueError: not a mode letter followed by a C ``strtol`` integer.
-        """
-        try:
-            mode, domid = parse_perm(text)
-        except XenstoreError:
-            raise ValueError(f"bad permission {text!r}") from None
-        if domid & 0x80000000:
-            domid -= 1 << 32
-        return cls(_MODES[mode], domid)
-
-
-def _perm_text(perm: str | Perm) -> str:
-    if isinstance(perm, Perm):
-        if perm.mode not in _MODES:
-            raise ValueError(f"bad permission mode {perm.mode!r}")
-        return str(perm)
-    return perm
-
-
-# -- payload codec -------------------------------------------------------------------------
-def _raw(value: str | bytes) -> bytes:
-    return value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
-
-
-def _word(value: str | bytes, what: str) -> bytes:
-    """A NUL-terminated argument; an embedded NUL would silently shift the arguments."""
-    raw = _raw(value)
-    if b"\0" in raw:
-        raise ValueError(f"{what} contains a NUL byte: {value!r}")
-    return raw + b"\0"
-
-
-def _args(*parts: str | bytes | int) -> bytes:
-    out = []
-    for part in parts:
-        out.append(b"%d\0" % part if isinstance(part, int) else _word(part, "argument"))
-    return b"".join(out)
-
-
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
-
-
-def _strip_nul(reply: bytes) -> str:
-    """A one-string reply such as ``OK\\0`` or ``/local/domain/3\\0``."""
-    return _text(reply[:-1] if reply.endswith(b"\0") else reply)
-
-
-def _strings(reply: bytes) -> list[str]:
-    """Every NUL-terminated string of a reply (``a\\0b\\0`` -> [a, b])."""
-    if not reply:
-        return []
-    parts = reply.split(b"\0")
-    parts.pop()
-    return [_text(p) for p in parts]
-
-
-def _int(reply: bytes) -> int:
-    text = _strip_nul(reply)
-    try:
-        return int(text)
-    except ValueError:
-        raise ProtocolError(f"expected a number, got {text!r}") from None
-
-
-def _ok(reply: bytes) -> None:
-    return None
-
-
-def _error_classes() -> dict[str, type[XenstoreError]]:
-    table: dict[str, type[XenstoreError]] = {}
-    for obj in vars(_errors).values():
-        if (
-            isinstance(obj, type)
-            and issubclass(obj, XenstoreError)
-            and obj is not XenstoreError
-            and obj.__module__ == _errors.__name__
-        ):
-            table.setdefault(obj.name, obj)
-    return table
-
-
-#: errno name -> the XenstoreError subclass raised for it.
-ERROR_CLASSES: dict[str, type[XenstoreError]] = _error_classes()
-
-
-def _op_name(op: int) -> str:
-    try:
-        return Op(op).name
-    except ValueError:
-        return f"type {op}"
-
-
-def error_from_reply(payload: bytes, op: int = -1, request: bytes = b"") -> XenstoreError:
-    """The exception for an ``XS_ERROR`` reply payload (``ENOENT\\0``).
-
-    A known name gives its subclass; an unknown one a plain XenstoreError with ``name``
-    set to it. The message names the request for debugging.
-    """
-    name = _text(payload.split(b"\0", 1)[0]) or "EINVAL"
-    shown = request.split(b"\0", 1)[0][:80].decode("ascii", "backslashreplace")
-    detail = f"{name} ({_op_name(op)} {shown})" if op >= 0 else name
-    cls = ERROR_CLASSES.get(name)
-    if cls is None:
-        return XenstoreError(detail, name=name)
-    return cls(detail)
-
-
-def _event(payload: bytes) -> WatchEvent:
-    parts = payload.split(b"\0")
-    return WatchEvent(_text(parts[0]), _text(parts[1]) if len(parts) > 1 else "")
-
-
-# A request plan: a generator that yields (op, payload, tx_id), receives each reply
-# payload (or has the XenstoreError thrown in) and returns the result. Both the asyncio
-# client and the blocking one drive the same plans, so encoding and decoding live once.
-Request = tuple[int, bytes, int]
-Plan = Generator[Request, bytes, T]
-
-
-def plan_simple(op: int, payload: bytes, tx: int, decode: Callable[[bytes], T]) -> Plan[T]:
-    """One request, one decoded reply."""
-    reply = yield (op, payload, tx)
-    return decode(reply)
-
-
-def parse_directory_part(reply: bytes) -> tuple[bytes, bytes, bool]:
-    """Split a DIRECTORY_PART reply into (generation, child bytes, last chunk?).
-
-    The chunk that reaches the end of the list carries one extra NUL; an offset at the
-    end gives ``gen\\0\\0`` (xenstore-protocol.md §1.4).
-    """
-    cut = reply.find(b"\0")
-    if cut < 0:
-        raise ProtocolError("DIRECTORY_PART reply without a generation")
-    gen, body = reply[:cut], reply[cut + 1 :]
-    if body == b"\0" or body.endswith(b"\0\0"):
-        return gen, body[:-1], True
-    if not body or not body.endswith(b"\0"):
-        raise ProtocolError("DIRECTORY_PART reply without progress")
-    return gen, body, False
-
-
-def plan_directory(path: bytes, tx: int, restarts: int = 8) -> Plan[list[str]]:
-    """DIRECTORY, falling back to DIRECTORY_PART chunks on E2BIG (as libxenstore does).
-
-    If the child list changes between chunks (a new generation), the listing restarts;
-    after ``restarts`` attempts the plan gives up with EAGAIN.
-    """
-    try:
-        reply = yield (Op.DIRECTORY, path, tx)
-    except TooBig:
-        pass
-    else:
-        return _strings(reply)
-    for _ in range(restarts):
-        chunks: list[bytes] = []
-        first: bytes | None = None
-        offset = 0
-        while True:
-            reply = yield (Op.DIRECTORY_PART, path + b"%d\0" % offset, tx)
-            gen, body, last = parse_directory_part(reply)
-            if first is None:
-                first = gen
-            elif gen != first:
-                break
-            chunks.append(body)
-            if last:
-                return _strings(b"".join(chunks))
-            offset += len(body)
-    raise Again("directory kept changing while it was read in parts")
-
-
-# Plans for every operation; the two clients expose them as methods.
-def plan_read(path: str | bytes, tx: int) -> Plan[bytes]:
-    return plan_simple(Op.READ, _word(path, "path"), tx, bytes)
-
-
-def plan_write(path: str | bytes, value: str | bytes, tx: int) -> Plan[None]:
-    return plan_simple(Op.WRITE, _word(path, "path") + _raw(value), tx, _ok)
-
-
-def plan_get_perms(path: str | bytes, tx: int) -> Plan[list[str]]:
-    return plan_simple(Op.GET_PERMS, _word(path, "path"), tx, _strings)
-
-
-def plan_set_perms(path: str | bytes, perms: Iterable[str | Perm], tx: int) -> Plan[None]:
-    items = [_word(_perm_text(p), "permission") for p in perms]
-    if not items:
-        raise ValueError("SET_PERMS needs at least one permission")
-    return plan_simple(Op.SET_PERMS, _word(path, "path") + b"".join(items), tx, _ok)
-
-
-def plan_watch(path: str | bytes, token: str | bytes, depth: int | None) -> Plan[None]:
-    payload = _word(path, "path") + _word(token, "token")
-    if depth is not None:
-        payload += b"%d\0" % depth
-    return plan_simple(Op.WATCH, payload, 0, _ok)
-
-
-def plan_get_quota(name: str | None, domid: int | None) -> Plan[Any]:
-    if name is None:
-        if domid is not None:
-            raise ValueError("a domid needs a quota name")
-        return plan_simple(Op.GET_QUOTA, b"", 0, lambda r: _strip_nul(r).split())
-    payload = (b"%d\0" % domid if domid is not None else b"") + _word(name, "quota name")
-    return plan_simple(Op.GET_QUOTA, payload, 0, _int)
-
-
-def plan_set_quota(name: str, value: int, domid: int | None) -> Plan[None]:
-    payload = (b"%d\0" % domid if domid is not None else b"") + _args(name, value)
-    return plan_simple(Op.SET_QUOTA, payload, 0, _ok)
-
-
-def plan_control(cmd: str | bytes, args: Iterable[str | bytes]) -> Plan[bytes]:
-    payload = _word(cmd, "command") + b"".join(_word(a, "argument") for a in args)
-    return plan_simple(Op.CONTROL, payload, 0, lambda r: r[:-1] if r.endswith(b"\0") else r)
-
-
-def check_payload(payload: bytes) -> None:
-    """Refuse locally what the daemon would answer by dropping us (libxenstore: E2BIG)."""
-    if len(payload) > PAYLOAD_MAX:
-        raise TooBig(f"E2BIG (request payload of {len(payload)} bytes > {PAYLOAD_MAX})")
-
-
-def backoff_delay(attempt: int, base: float) -> float:
-    """Randomised exponential backoff between transaction retries (0 disables)."""
-    if base <= 0:
-        return 0.0
-    return random.uniform(0, base * (1 << min(attempt, 6)))
 
 
 # -- channels ------------------------------------------------------------------------------

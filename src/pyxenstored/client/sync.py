@@ -11,7 +11,8 @@ Each request is written whole and the call blocks until the reply with its ``req
 arrives; watch events that arrive meanwhile are kept in a buffer that
 :meth:`Client.read_watch` drains. A lock makes the object usable from several threads
 (requests are then serialised, as libxenstore does). Payload encoding, reply decoding,
-error mapping and the DIRECTORY_PART fallback are shared with :mod:`.aio`.
+error mapping (:mod:`.values`) and the request plans, the DIRECTORY_PART fallback
+included (:mod:`.plans`), are shared with :mod:`.aio`.
 """
 
 from __future__ import annotations
@@ -27,10 +28,22 @@ from typing import Any, TypeVar, cast, overload
 from ..errors import Again, XenstoreError
 from ..protocol.framing import FramingError, Packet, PacketReader
 from ..protocol.wire import Op, encode
-from .aio import (
+from .plans import (
+    Plan,
+    plan_control,
+    plan_directory,
+    plan_get_perms,
+    plan_get_quota,
+    plan_read,
+    plan_set_perms,
+    plan_set_quota,
+    plan_simple,
+    plan_watch,
+    plan_write,
+)
+from .values import (
     ConnectionClosed,
     Perm,
-    Plan,
     ProtocolError,
     WatchEvent,
     _args,
@@ -43,16 +56,6 @@ from .aio import (
     check_payload,
     default_socket_path,
     error_from_reply,
-    plan_control,
-    plan_directory,
-    plan_get_perms,
-    plan_get_quota,
-    plan_read,
-    plan_set_perms,
-    plan_set_quota,
-    plan_simple,
-    plan_watch,
-    plan_write,
 )
 
 __all__ = ["Client", "Transaction"]
@@ -66,7 +69,7 @@ class Client:
     """A blocking xenstore connection over a Unix socket.
 
     Args:
-        path: the daemon socket; :func:`~.aio.default_socket_path` when None.
+        path: the daemon socket; :func:`~.values.default_socket_path` when None.
         timeout: seconds any single request may wait for its reply (None: forever).
             A timed-out request raises ``TimeoutError``; its late reply is skipped.
     """
@@ -175,7 +178,7 @@ class Client:
         raise ProtocolError(f"reply of type {packet.op} to a request of type {op}")
 
     def run(self, plan: Plan[T]) -> T:
-        """Drive a request plan (see the ``plan_*`` functions of :mod:`.aio`)."""
+        """Drive a request plan (see the ``plan_*`` functions of :mod:`.plans`)."""
         try:
             req = next(plan)
             while True:

@@ -41,6 +41,7 @@ class QuotaAccounting:
         watches: WatchRegistry
 
         def limits_changed(self) -> None: ...
+        def after(self, effect: Callable[[], None]) -> None: ...
 
     def quota(self, domid: int, name: str) -> int:
         """The limit ``name`` in force for ``domid`` (0: no limit)."""
@@ -181,6 +182,7 @@ class QuotaAccounting:
 
     def created(self, paths: list[str]) -> None:
         """The privileged domain created ``paths`` in the live tree (device allowance)."""
-        for path in paths:
-            if path.startswith("/local/domain/"):
-                self.quotas.device_added(path)
+        devices = [p for p in paths if p.startswith("/local/domain/")]
+        if devices:
+            quotas = self.quotas
+            self.after(lambda: quotas.devices_added(devices))

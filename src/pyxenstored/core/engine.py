@@ -124,7 +124,8 @@ class Engine(QuotaAccounting, DomainLifecycle):
         #: Memos of canonical absolute paths: by whole one-argument payload, by raw path.
         self._paths: dict[bytes, str] = {}
         self._raw_paths: dict[bytes, str] = {}
-        self._replay_events: list[tuple[str, bool, tuple[Perms, ...]]] | None = None
+        #: effects held back while a commit is replayed (see after())
+        self._deferred: list[Callable[[], None]] | None = None
         #: Called as ``on_request(conn, packet, reply_message)`` when set (access log).
         self.on_request: Callable[[Connection, Packet, bytes], None] | None = None
         #: Requests received, by message type (types 32 and above are not counted).
@@ -333,10 +334,21 @@ class Engine(QuotaAccounting, DomainLifecycle):
     # -- watches ---------------------------------------------------------------------
     def fire(self, path: str, exact: bool, extra: tuple[Perms, ...]) -> None:
         """A change at ``path`` (see WatchRegistry.fire); buffered during a commit."""
-        if self._replay_events is not None:
-            self._replay_events.append((path, exact, extra))
+        if self._deferred is not None:
+            self._deferred.append(
+                lambda: self.watches.fire(path, exact, self.tree, extra, self.stale)
+            )
             return
         self.watches.fire(path, exact, self.tree, extra, self.stale)
+
+    def after(self, effect: Callable[[], None]) -> None:
+        """Run ``effect`` (a consequence of a change outside the tree: watch events,
+        device allowance, live configuration) now, or, while a commit is replayed, once
+        it has succeeded: a commit that fails and rolls back has no effect at all."""
+        if self._deferred is not None:
+            self._deferred.append(effect)
+        else:
+            effect()
 
     def enqueue_event(self, conn: Connection, msg: bytes) -> None:
         """Queue a watch event, dropping it if an unprivileged reader has stopped reading.
@@ -382,8 +394,8 @@ class Engine(QuotaAccounting, DomainLifecycle):
             self.stats["commits"] += 1
             return
         tree = self.tree
-        events: list[tuple[str, bool, tuple[Perms, ...]]] = []
-        self._replay_events = events
+        effects: list[Callable[[], None]] = []
+        self._deferred = effects
         changed: list[str] | None = None if caller.privileged or not self.open_txns else []
         tree.log = changed
         tree.begin_journal()
@@ -397,7 +409,7 @@ class Engine(QuotaAccounting, DomainLifecycle):
                 raise
             raise Again() from None
         finally:
-            self._replay_events = None
+            self._deferred = None
             tree.log = None
         tree.end_journal(rollback=False)
         self.stats["commits"] += 1
@@ -405,9 +417,8 @@ class Engine(QuotaAccounting, DomainLifecycle):
             guard.record(tree.changes, caller.domid, changed)
         if guard.history:
             self._trim_history()
-        fire = self.watches.fire
-        for path, exact, extra in events:
-            fire(path, exact, tree, extra, self.stale)
+        for effect in effects:
+            effect()
 
     def _trim_history(self) -> None:
         open_txns = self.open_txns
@@ -440,9 +451,9 @@ class Engine(QuotaAccounting, DomainLifecycle):
             self.fire(p, True, (n.perms, perms_of[parent_of(p)]))
         self.fire(path, False, (node.perms,))
         if quotas.device_paths:
-            for p, _ in removed:
-                if p in quotas.device_paths:
-                    quotas.device_removed(p)
+            gone = [p for p, _ in removed if p in quotas.device_paths]
+            if gone:
+                self.after(lambda: quotas.devices_removed(gone))
 
     def system_write(self, path: str, value: bytes) -> None:
         """Write a node as the daemon itself (privileged, watches fire)."""

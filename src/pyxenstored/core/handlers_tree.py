@@ -102,7 +102,7 @@ def h_write(
             e.created(created)
         e.fire(path, False, ())
         if config is not None:
-            config.written(path, value)
+            e.after(lambda: config.written(path, value))
     return OK
 
 
@@ -127,7 +127,7 @@ def h_mkdir(
             e.created(created)
         e.fire(path, False, ())
         if config is not None:
-            config.written(path, b"")
+            e.after(lambda: config.written(path, b""))
     return OK
 
 
@@ -162,7 +162,8 @@ def h_rm(e: Engine, conn: Connection, view: View, txn: Transaction | None, paylo
                 view.set_value(path, reset)
                 if view.live:
                     e.fire(path, False, ())
-                    config.written(path, reset)
+                    hooks = config
+                    e.after(lambda: hooks.written(path, reset))
                 return OK
         else:
             config = None
@@ -170,7 +171,8 @@ def h_rm(e: Engine, conn: Connection, view: View, txn: Transaction | None, paylo
     if view.live:
         e.removed(path, node, removed)
         if config is not None:
-            config.removed([p for p, _ in removed])
+            gone = [p for p, _ in removed]
+            e.after(lambda: config.removed(gone))
     return OK
 
 

@@ -187,6 +187,14 @@ class QuotaTable:
                 del self.devices[domid]
             self.memo.clear()
 
+    def devices_added(self, paths: list[str]) -> None:
+        for path in paths:
+            self.device_added(path)
+
+    def devices_removed(self, paths: list[str]) -> None:
+        for path in paths:
+            self.device_removed(path)
+
     def forget_domain(self, domid: int) -> None:
         """A domain died: its devices no longer count (overrides and class stay, so a
         driver domain that restarts keeps its configuration)."""

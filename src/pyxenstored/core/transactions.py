@@ -38,7 +38,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..protocol.paths import parent_of
-from ..protocol.perms import Perms
+from ..protocol.perms import NONE, Perms
 from ..store.node import CHILDREN, PERMS, VALUE, Node
 from ..store.tree import Tree
 
@@ -218,9 +218,17 @@ class TxnView:
                 assert base is not None
                 self.observed[path] = (base, seen[1])
             else:
-                base = self.tree.nodes[path]
-                base.shared = True
-                self.observed[path] = (base, 0)
+                live = self.tree.nodes.get(path)
+                if seen is not None or live is None:
+                    # Seen absent before, or gone from the live tree since the view
+                    # showed it: no single commit point explains this view.
+                    self.doomed = True
+                if live is None:
+                    live = Node(b"", ((NONE, 0),))  # a stand-in: this view cannot commit
+                live.shared = True
+                base = live
+                if seen is None:
+                    self.observed[path] = (base, 0)
             node = base.copy()
             self.overlay[path] = node
             self.bases[path] = base
@@ -247,10 +255,15 @@ class TxnView:
         order: list[tuple[str, Node]] = []
         stack = [path]
         overlay = self.overlay
+        observed = self.observed
         nodes = self.tree.nodes
         while stack:
             p = stack.pop()
-            node = overlay[p] if p in overlay else nodes.get(p)
+            if p in overlay:
+                node = overlay[p]
+            else:
+                seen = observed.get(p)
+                node = seen[0] if seen is not None else nodes.get(p)
             if node is None:
                 continue  # removed here, or gone from the live tree since it was listed
             order.append((p, node))

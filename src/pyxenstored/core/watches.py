@@ -149,8 +149,7 @@ class WatchRegistry:
         for groups, fixed in targets:
             for conn, watches in groups.items():
                 if not conn.caller.privileged and (
-                    node is None
-                    or not access(conn.caller, node.perms, node.gen, stale) & READ
+                    node is None or not access(conn.caller, node.perms, node.gen, stale) & READ
                 ):
                     continue
                 for w in watches:

@@ -220,7 +220,3 @@ class Registry:
         self.values[name] = value
         for listener in list(self.listeners):
             listener(name, value)
-
-    def set_text(self, name: str, text: str) -> None:
-        """Parse, validate and set; nothing changes if the value is bad."""
-        self.set(name, self.parse(name, text))

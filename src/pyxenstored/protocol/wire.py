@@ -28,8 +28,6 @@ HEADER_SIZE = 16
 PAYLOAD_MAX = 4096
 #: XENSTORE_RING_SIZE: bytes per direction in the shared page.
 RING_SIZE = 1024
-#: XENSTORE_REL_PATH_MAX, the default path-max quota.
-REL_PATH_MAX = 2048
 
 DOMID_FIRST_RESERVED = 0x7FF0
 DOMID_SELF = 0x7FF0

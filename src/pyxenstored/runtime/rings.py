@@ -39,7 +39,6 @@ import contextlib
 import errno
 import logging
 import os
-from collections import deque
 from collections.abc import Callable
 
 from ..core.caller import Caller
@@ -48,11 +47,11 @@ from ..core.domains import Domain
 from ..core.engine import Engine
 from ..core.handlers_domain import domain_died, domain_shut_down, introduce_domain
 from ..errors import Invalid, NoEntry
-from ..protocol.framing import FramingError
 from ..protocol.wire import RingFeature
 from ..transports.base import ANY_PORT, DomainState, Mapping, XenBackend
-from ..transports.ring import ERROR_PROTO, RING_SIZE, RingBroken, ServerRing
+from ..transports.ring import ServerRing
 from ..transports.xen_linux import EVTCHN_PATH
+from .ringsink import RingSink
 
 __all__ = ["XEN_MODES", "RingManager", "RingSink", "open_xen"]
 
@@ -60,182 +59,7 @@ log = logging.getLogger("pyxenstored.rings")
 
 #: the domain whose ring the toolstack uses (dom0's kernel, or dom0 in stub-domain mode)
 DOM0 = 0
-_RECONNECTION = int(RingFeature.RECONNECTION)
 _ERROR_FEATURE = int(RingFeature.ERROR)
-
-
-class RingSink:
-    """One domain's ring: the delivery object of its connection and its turn."""
-
-    __slots__ = (
-        "broken",
-        "closed",
-        "conn",
-        "domid",
-        "manager",
-        "mapping",
-        "offset",
-        "port",
-        "queue",
-        "ring",
-    )
-
-    def __init__(
-        self,
-        manager: RingManager,
-        domid: int,
-        conn: Connection,
-        mapping: Mapping,
-        ring: ServerRing,
-        port: int,
-    ) -> None:
-        self.manager = manager
-        self.domid = domid
-        self.conn = conn
-        self.mapping = mapping
-        self.ring = ring
-        #: the local event-channel port
-        self.port = port
-        #: messages taken from ``conn.out`` but not yet fully in the ring (still counted
-        #: in ``conn.out_bytes``, so the engine's event cap sees them)
-        self.queue: deque[bytes] = deque()
-        #: bytes of ``queue[0]`` already written
-        self.offset = 0
-        #: the ring broke the protocol and is no longer served
-        self.broken = False
-        #: released: unmapped and unbound
-        self.closed = False
-
-    def __repr__(self) -> str:
-        state = "closed" if self.closed else "broken" if self.broken else "ok"
-        return f"RingSink(dom{self.domid}, port={self.port}, {state})"
-
-    # -- output ---------------------------------------------------------------------------
-    def deliver(self, conn: Connection) -> None:
-        """Push queued output into the ring (``Server.flush`` calls this)."""
-        if self.broken or self.closed:
-            return
-        manager = self.manager
-        try:
-            moved = self._push()
-            # Room freed below the stall mark: requests left waiting can be read again.
-            if moved and self.ring.has_input() and self.may_read():
-                manager.wake(self)
-        except RingBroken as err:
-            manager.fail(self, err.code, str(err))
-            return
-        if moved:
-            manager.xen.notify(self.port)
-
-    def _push(self) -> bool:
-        """Write as much queued output as fits; True if ``rsp_prod`` moved."""
-        conn = self.conn
-        queue = self.queue
-        out = conn.out
-        if out:
-            queue.extend(out)
-            out.clear()
-        if not queue:
-            return False
-        offset = self.offset
-        if len(queue) == 1 or len(queue[0]) - offset >= RING_SIZE:
-            data = queue[0][offset:] if offset else queue[0]
-        else:
-            chunks = []
-            size = 0
-            for msg in queue:
-                piece = msg[offset:] if offset else msg
-                offset = 0
-                chunks.append(piece)
-                size += len(piece)
-                if size >= RING_SIZE:
-                    break
-            data = b"".join(chunks)
-        n = self.ring.write(data)
-        if not n:
-            return False
-        conn.out_bytes -= n
-        offset = self.offset
-        while n:
-            left = len(queue[0]) - offset
-            if left <= n:
-                n -= left
-                queue.popleft()
-                offset = 0
-            else:
-                offset += n
-                n = 0
-        self.offset = offset
-        return True
-
-    def drop_output(self) -> None:
-        self.queue.clear()
-        self.offset = 0
-
-    # -- input ----------------------------------------------------------------------------
-    def may_read(self) -> bool:
-        """Whether requests may be read now (the stall rules live here): not while the
-        guest leaves too much output unread, nor while the engine holds the domain back
-        (outstanding-request or memory quota, conflict credit). Requests wait in the
-        ring; none is failed."""
-        conn = self.conn
-        if conn.out_bytes > self.manager.read_stall:
-            return False
-        return not self.manager.engine.paused(conn, len(self.queue))
-
-    def wants_turn(self) -> bool:
-        """Whether a turn could do anything: input waits, output waits, or the guest
-        asked to reconnect (a sweep after lost kicks skips idle rings cheaply)."""
-        ring = self.ring
-        return bool(
-            ring.has_input() or self.queue or self.conn.out or ring.reconnect_requested()
-        )
-
-    def turn(self) -> bool:
-        """Serve the ring once; True if it has more input and deserves another turn."""
-        if self.broken or self.closed:
-            return False
-        manager = self.manager
-        ring = self.ring
-        conn = self.conn
-        try:
-            if ring.reconnect_requested() and conn.features & _RECONNECTION:
-                self._reconnect()
-                return False
-            moved = self._push()
-            more = False
-            if not ring.has_input():
-                pass
-            elif not self.may_read():
-                manager.stall(self)
-            else:
-                data = ring.read(RING_SIZE)
-                if data:
-                    moved = True
-                    manager.engine.feed(conn, data)
-                    if self.closed or self.broken:
-                        return False
-                    self._push()
-                    more = ring.has_input()
-        except RingBroken as err:
-            manager.fail(self, err.code, str(err))
-            return False
-        except FramingError as err:
-            manager.fail(self, ERROR_PROTO, str(err))
-            return False
-        if moved:
-            manager.xen.notify(self.port)
-        return more
-
-    def _reconnect(self) -> None:
-        """The guest asked to reconnect: start afresh on both sides (xenstore-ring.txt)."""
-        manager = self.manager
-        manager.engine.reset_connection(self.conn)
-        self.drop_output()
-        self.ring.reset()
-        self.ring.set_connected()
-        manager.xen.notify(self.port)
-        log.info("domain %d reconnected its ring", self.domid)
 
 
 class RingManager:

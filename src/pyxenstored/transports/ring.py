@@ -261,11 +261,6 @@ class GuestRing(_Page):
         """
         return RING_SIZE - self._used(REQ_CONS, REQ_PROD)
 
-    def has_output(self) -> bool:
-        """Whether request bytes are still unconsumed by the server."""
-        words = self.words
-        return bool(words[REQ_PROD] != words[REQ_CONS])
-
     def request_reconnect(self) -> None:
         """Start the reconnection handshake (only if RECONNECTION is advertised)."""
         self.words[CONNECTION] = RECONNECT
