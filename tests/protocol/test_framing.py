@@ -137,9 +137,14 @@ def test_oversized_header_is_detected_as_soon_as_the_header_is_complete() -> Non
 
 
 def test_oversized_header_after_a_good_packet_in_the_same_feed() -> None:
+    """The good packet is still returned (it is answered, as C reads one message at a
+    time); ``error`` says the peer must then be dropped, and any further feed raises."""
     reader = PacketReader()
+    packets = reader.feed(GOLDEN[0][1] + HEADER.pack(Op.READ, 0, 0, 5000) + b"x" * 10)
+    assert packets == [GOLDEN[0][2]]
+    assert "5000" in reader.error
     with pytest.raises(FramingError):
-        reader.feed(GOLDEN[0][1] + HEADER.pack(Op.READ, 0, 0, 5000) + b"x" * 10)
+        reader.feed(b"")
 
 
 def test_reset_forgets_a_partial_packet() -> None:

@@ -120,7 +120,7 @@ def _quota(e: Engine, args: list[str]) -> bytes:
         return _quota_set(e, args, False)
     if len(args) != 1:
         raise Invalid("quota [set <name> <val>|<domid>]")
-    domid = parse_domid(args[0].encode("ascii"))
+    domid = parse_domid(args[0].encode("ascii", "replace"))
     if domid not in e.domains and not e.backend.exists(domid):
         raise NoEntry("no such domain")
     usage = e.usage(domid)

@@ -12,6 +12,7 @@ its reply; the initial event of WATCH comes after its ``OK``.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,7 @@ from ..errors import (
     wire_name,
 )
 from ..protocol.args import one_arg
-from ..protocol.framing import Packet
+from ..protocol.framing import FramingError, Packet
 from ..protocol.paths import canonicalize, parent_of
 from ..protocol.perms import NONE, READ, Perms
 from ..protocol.wire import DOMID_ANY, HEADER, PAYLOAD_MAX, Op, RingFeature
@@ -118,6 +119,7 @@ class Engine(QuotaAccounting, DomainLifecycle):
         #: SET_FEATURE values waiting for the domain's INTRODUCE.
         self.pending_features: dict[int, int] = {}
         self.woken: set[Connection] = set()
+        self._last_internal_error = -1e9
         #: every open transaction of every connection (conflict history needs them)
         self.open_txns: dict[Transaction, None] = {}
         self._next_conn = 1
@@ -170,8 +172,11 @@ class Engine(QuotaAccounting, DomainLifecycle):
             FramingError: the peer broke the framing; the caller must drop it.
         """
         handle = self.handle
-        for packet in conn.reader.feed(data):
+        reader = conn.reader
+        for packet in reader.feed(data):
             handle(conn, packet)
+        if reader.error:
+            raise FramingError(reader.error)
 
     def handle(self, conn: Connection, packet: Packet) -> None:
         """Answer one request: its events and its reply go to the output queues."""
@@ -203,7 +208,12 @@ class Engine(QuotaAccounting, DomainLifecycle):
             if isinstance(err, QuotaExceeded):
                 self.refusals.note(conn.caller.domid, err.quota)
         except Exception:
-            log.exception("internal error handling %r from %r", packet[:3], conn)
+            # A daemon bug: answer EIO, and log it (at most once a second, so that a
+            # client cannot flood the log by repeating the request).
+            now = time.monotonic()
+            if now - self._last_internal_error >= 1.0:
+                self._last_internal_error = now
+                log.exception("internal error handling %r from %r", packet[:3], conn)
             msg = _error_message(req_id, tx_id, InternalError.name)
         out = conn.out
         out.append(msg)
@@ -212,7 +222,11 @@ class Engine(QuotaAccounting, DomainLifecycle):
             out.append(after)
             conn.out_bytes += len(after)
         if self.on_request is not None:
-            self.on_request(conn, packet, msg)
+            try:
+                self.on_request(conn, packet, msg)
+            except Exception:  # the access log must never cost a reply
+                self.on_request = None
+                log.exception("access log failed; it is off until configured again")
 
     def _dispatch(
         self, conn: Connection, handler: Any, flags: int, tx_id: int, payload: bytes
@@ -361,10 +375,10 @@ class Engine(QuotaAccounting, DomainLifecycle):
             self.stats["events_dropped"] += 1
             return
         out = conn.out
-        if out and msg[16:17] != b"@" and msg in out:
+        if out and msg[16:17] != b"@" and msg in out[-64:]:
             # As C: an event identical to one still queued on this connection adds
             # nothing (two watches with one token on a path and its ancestor, say).
-            # ``out`` holds only what the transport has not taken yet, so it is short.
+            # Only the newest messages are compared, to keep this O(1).
             return
         out.append(msg)
         conn.out_bytes += len(msg)

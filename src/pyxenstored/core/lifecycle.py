@@ -31,6 +31,7 @@ class DomainLifecycle:
         priv_domid: int
         domains: dict[int, Domain]
         births: dict[int, int]
+        pending_features: dict[int, int]
         quotas: QuotaTable
         conflict_guard: ConflictGuard
         watches: WatchRegistry
@@ -105,5 +106,18 @@ class DomainLifecycle:
                 tree.set_perms(path, kept)
         # Devices it served that outlived it (not owned by it) no longer count.
         self.quotas.forget_domain(domid)
+        # Nothing of it may pass to a later domain with the same id: special nodes it
+        # was given go back to the privileged domain (as C), a feature mask set for it
+        # is dropped, and device models that acted for it act for nobody now.
+        for name in ("@introduceDomain", "@releaseDomain"):
+            special = tree.nodes.get(name)
+            if special is not None and special.perms[0][1] == domid:
+                tree.set_perms(name, ((special.perms[0][0], self.priv_domid), *special.perms[1:]))
+        self.pending_features.pop(domid, None)
+        for other in self.domains.values():
+            if other.target == domid:
+                other.target = -1
+                if other.conn is not None:
+                    other.conn.caller.target = -1
         if dom is not None:
             self.watches.fire_special("@releaseDomain", domid, tree, self.stale)

@@ -38,10 +38,13 @@ class PacketReader:
     :class:`FramingError` the reader must not be used again.
     """
 
-    __slots__ = ("_buf",)
+    __slots__ = ("_buf", "error")
 
     def __init__(self) -> None:
         self._buf = b""
+        #: set when a bad header followed complete packets in one chunk: those packets
+        #: are returned, and the peer must then be dropped
+        self.error = ""
 
     @property
     def pending(self) -> int:
@@ -56,8 +59,12 @@ class PacketReader:
         """Add ``data`` and return every packet completed by it, in order.
 
         Raises:
-            FramingError: a header announced a payload longer than PAYLOAD_MAX.
+            FramingError: a header announced a payload longer than PAYLOAD_MAX (when
+                complete packets came before it, they are returned and ``error`` is
+                set instead).
         """
+        if self.error:
+            raise FramingError(self.error)
         buf = self._buf + data if self._buf else data
         end = len(buf)
         if end < HEADER_SIZE:
@@ -83,8 +90,11 @@ class PacketReader:
                 break
             op, req_id, tx_id, length = _unpack_from(buf, pos)
             if length > PAYLOAD_MAX:
+                # The requests before the bad header are answered first (as C, which
+                # reads one message at a time); ``error`` then tells to drop the peer.
                 self._buf = b""
-                raise FramingError(f"payload length {length} exceeds {PAYLOAD_MAX}")
+                self.error = f"payload length {length} exceeds {PAYLOAD_MAX}"
+                return out
             stop = pos + HEADER_SIZE + length
         self._buf = bytes(buf[pos:]) if pos < end else b""
         return out

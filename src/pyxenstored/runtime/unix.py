@@ -69,11 +69,7 @@ class SocketProtocol(asyncio.Protocol):
         try:
             packets = conn.reader.feed(data)
         except FramingError as err:
-            log.warning("dropping socket connection %d: %s", conn.id, err)
-            server.engine.disconnect(conn)
-            assert self.transport is not None
-            self.transport.abort()
-            server.flush()
+            self._drop(str(err))
             return
         if len(packets) == 1 and not self.paused and not self.backlog:
             # The common case: one request, one answer. Our own replies need no cap
@@ -87,10 +83,23 @@ class SocketProtocol(asyncio.Protocol):
                 self.transport.write(out[0] if len(out) == 1 else b"".join(out))  # type: ignore[union-attr]
             if engine.woken:
                 server.flush()
+            if conn.reader.error:
+                self._drop(conn.reader.error)
             return
         self.backlog.extend(packets)
         if not self.paused:
             self._drain_backlog()
+
+    def _drop(self, why: str) -> None:
+        """The peer broke the framing: cut it off (what it sent before is answered)."""
+        conn = self.conn
+        if conn is None or conn.closed:
+            return
+        log.warning("dropping socket connection %d: %s", conn.id, why)
+        self.server.engine.disconnect(conn)
+        if self.transport is not None:
+            self.transport.abort()
+        self.server.flush()
 
     def _drain_backlog(self) -> None:
         """Answer queued requests until done or until the client must read first."""
@@ -110,6 +119,8 @@ class SocketProtocol(asyncio.Protocol):
             self.deliver(conn)
         if self.server.engine.woken:
             self.server.flush()
+        if not backlog and conn.reader.error:
+            self._drop(conn.reader.error)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.backlog.clear()

@@ -85,9 +85,12 @@ class Tree:
     def set_perms(self, path: str, perms: Perms) -> None:
         """Replace the permissions of an existing node (the owner count follows)."""
         node = self._own(path, self.nodes[path])
-        self._charge(path, node, -1)
+        special = path[:1] == "@"  # special nodes are nobody's: never charged
+        if not special:
+            self._charge(path, node, -1)
         node.perms = perms
-        self._charge(path, node, 1)
+        if not special:
+            self._charge(path, node, 1)
         self._stamp(node)
         if self.log is not None:
             self.log.append(path)
