@@ -190,6 +190,9 @@ class Registry:
         self.specs: dict[str, Setting] = {s.name: s for s in SETTINGS}
         self.values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
         self.listeners: list[Listener] = []
+        #: extra checks the runtime adds (a log file must be writable, say); they raise
+        #: Invalid, so a bad value is refused before anything changes
+        self.validators: dict[str, Callable[[Any], None]] = {}
         for name, value in (overrides or {}).items():
             self.spec(name)
             self.values[name] = value
@@ -206,7 +209,11 @@ class Registry:
 
     def parse(self, name: str, text: str) -> Any:
         """Parse and validate a textual value for ``name`` (raises Invalid)."""
-        return self.spec(name).kind.parse(text)
+        value = self.spec(name).kind.parse(text)
+        check = self.validators.get(name)
+        if check is not None:
+            check(value)
+        return value
 
     def format(self, name: str, value: Any | None = None) -> str:
         spec = self.spec(name)

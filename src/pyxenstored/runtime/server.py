@@ -75,6 +75,17 @@ def _rss() -> str:
         return "0"
 
 
+def _writable(path: object) -> None:
+    """A log file setting must name a file we can append to (or be empty)."""
+    if not path:
+        return
+    try:
+        with open(str(path), "a"):
+            pass
+    except OSError as err:
+        raise Invalid(f"cannot write {path}: {err.strerror}") from None
+
+
 class Server:
     """One daemon: engine, listeners, clients."""
 
@@ -101,6 +112,7 @@ class Server:
         self._listeners: list[asyncio.AbstractServer] = []
         self.registry.listeners.append(self._setting_changed)
         self.engine.commands["memreport"] = (self._memreport, "[<file>]")
+        self.registry.validators["log/access-file"] = _writable
         self.live_config.add_stat("memory/rss", _rss)
 
     def _memreport(self, engine: Engine, args: list[str]) -> bytes:
