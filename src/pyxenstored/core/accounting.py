@@ -175,6 +175,17 @@ class QuotaAccounting:
         for domid in set(sizes) | set(self.tree.owner_bytes):
             if self.tree.owner_bytes.get(domid, 0) != sizes.get(domid, 0):
                 problems.append(f"memory count of domain {domid} is wrong")
+        owned: dict[int, set[str]] = {}
+        granted: dict[int, set[str]] = {}
+        for path, node in nodes.items():
+            if path[:1] != "/":
+                continue
+            if node.owner != self.tree.root_owner:
+                owned.setdefault(node.owner, set()).add(path)
+            for _, d in node.perms[1:]:
+                granted.setdefault(d, set()).add(path)
+        if owned != self.tree.owned or granted != self.tree.granted:
+            problems.append("the owner or grant index is wrong")
         for domid in set(counts) | set(self.tree.owner_count):
             if self.tree.owner_count.get(domid, 0) != counts.get(domid, 0):
                 problems.append(f"node count of domain {domid} is wrong")

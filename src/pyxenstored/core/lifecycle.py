@@ -92,18 +92,25 @@ class DomainLifecycle:
         if dom is not None and dom.conn is not None:
             self.disconnect(dom.conn)
         tree = self.tree
-        owned = [p for p, n in tree.nodes.items() if n.owner == domid and p[:1] == "/"]
-        owned.sort(key=len)
-        for path in owned:
+        # The tree's indexes make this cost what the domain owns and is granted, not
+        # the size of the store. Shallowest first: removing a subtree takes the rest.
+        for path in sorted(tree.owned.get(domid, ()), key=len):
             node = tree.nodes.get(path)
-            if node is None or path == "/":
+            if node is None or path == "/" or node.owner != domid:
                 continue
             self.removed(path, node, tree.remove(path))
-        for path, node in list(tree.nodes.items()):
+        for path in list(tree.granted.get(domid, ())):
+            node = tree.nodes.get(path)
+            if node is None:
+                continue
             perms = node.perms
-            if len(perms) > 1 and any(d == domid for _, d in perms[1:]):
-                kept = (perms[0], *(e for e in perms[1:] if e[1] != domid))
-                tree.set_perms(path, kept)
+            kept = (perms[0], *(e for e in perms[1:] if e[1] != domid))
+            tree.set_perms(path, kept)
+        for name in ("@introduceDomain", "@releaseDomain"):
+            special = tree.nodes.get(name)
+            if special is not None and any(d == domid for _, d in special.perms[1:]):
+                perms = special.perms
+                tree.set_perms(name, (perms[0], *(e for e in perms[1:] if e[1] != domid)))
         # Devices it served that outlived it (not owned by it) no longer count.
         self.quotas.forget_domain(domid)
         # Nothing of it may pass to a later domain with the same id: special nodes it

@@ -32,13 +32,29 @@ def node_bytes(path: str, node: Node) -> int:
 class Tree:
     """The live store. Callers check permissions and quotas before calling."""
 
-    __slots__ = ("changes", "gen", "journal", "log", "nodes", "owner_bytes", "owner_count")
+    __slots__ = (
+        "changes",
+        "gen",
+        "granted",
+        "journal",
+        "log",
+        "nodes",
+        "owned",
+        "owner_bytes",
+        "owner_count",
+        "root_owner",
+    )
 
     #: Changes made through this view are real: handlers fire watches for them.
     live = True
 
     def __init__(self, root_perms: Perms) -> None:
         self.nodes: dict[str, Node] = {"/": Node(b"", root_perms, gen=0)}
+        self.root_owner = root_perms[0][1]
+        #: domid -> paths of the nodes it owns (not for the root's owner)
+        self.owned: dict[int, set[str]] = {}
+        #: domid -> paths of the nodes whose permission entries 1.. name it
+        self.granted: dict[int, set[str]] = {}
         self.gen = 0
         self.changes = 0
         self.owner_count: dict[int, int] = {root_perms[0][1]: 1}
@@ -148,9 +164,29 @@ class Tree:
             self.log.append(path + "/")
         return order
 
+    @staticmethod
+    def _index(index: dict[int, set[str]], domid: int, path: str, sign: int) -> None:
+        paths = index.get(domid)
+        if sign > 0:
+            if paths is None:
+                index[domid] = {path}
+            else:
+                paths.add(path)
+        elif paths is not None:
+            paths.discard(path)
+            if not paths:
+                del index[domid]
+
     def _charge(self, path: str, node: Node, sign: int) -> None:
         """Add (sign 1) or take away (sign -1) a node from its owner's accounts."""
-        owner = node.perms[0][1]
+        perms = node.perms
+        owner = perms[0][1]
+        # Indexes for domain death: the nodes each domain owns (the privileged owner of
+        # the root is left out: it never dies) and the nodes granting it rights.
+        if owner != self.root_owner:
+            self._index(self.owned, owner, path, sign)
+        for i in range(1, len(perms)):
+            self._index(self.granted, perms[i][1], path, sign)
         counts = self.owner_count
         n = counts.get(owner, 0) + sign
         size = self.owner_bytes.get(owner, 0) + sign * node_bytes(path, node)
