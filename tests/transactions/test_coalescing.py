@@ -333,3 +333,33 @@ def test_parent_removed_under_a_transaction_is_no_internal_error() -> None:
     assert h.req(g, Op.RM, b"a/b\0", t) == (Op.RM, b"OK\0")
     assert h.end(g, t) == EAGAIN
     assert h.engine.check() == []
+
+
+def test_parallel_creation_of_a_common_implicit_parent_coalesces() -> None:
+    """Device transactions of two VMs each create /local/domain/0/backend/vif as an
+    implicit parent; the second commit finds it created exactly as it would have
+    created it, so it coalesces (0 EAGAIN on a fresh host)."""
+    h = Harness()
+    a, b = h.conn(), h.conn()
+    h.req(a, Op.MKDIR, b"/local/domain/0\0")
+    ta, tb = h.start(a), h.start(b)
+    assert h.req(a, Op.MKDIR, b"/local/domain/0/backend/vif/1/0\0", ta)[0] == Op.MKDIR
+    assert h.req(b, Op.MKDIR, b"/local/domain/0/backend/vif/2/0\0", tb)[0] == Op.MKDIR
+    assert h.end(a, ta) == OK_END
+    assert h.end(b, tb) == OK_END
+    assert h.req(a, Op.DIRECTORY, b"/local/domain/0/backend/vif\0")[1] == b"1\x002\0"
+    assert h.engine.check() == []
+
+
+def test_implicit_parent_created_differently_conflicts() -> None:
+    """If the parent now holds a value or other permissions, the transaction would have
+    seen a different tree: EAGAIN."""
+    for change in (b"/p\0n0\0r7\0", None):
+        h = Harness()
+        a, b = h.conn(), h.conn()
+        t = h.start(a)
+        h.req(a, Op.MKDIR, b"/p/child\0", t)
+        h.write(b, "/p", b"" if change else b"not empty")
+        if change:
+            h.req(b, Op.SET_PERMS, change)
+        assert h.end(a, t) == EAGAIN

@@ -30,6 +30,7 @@ class View(Protocol):
     def set_perms(self, path: str, perms: Perms) -> None: ...
     def create(self, path: str, value: bytes, perms: Perms) -> None: ...
     def remove(self, path: str) -> list[tuple[str, Node]]: ...
+    def implicit(self, path: str, perms: Perms) -> None: ...
 
 
 def missing_error(
@@ -115,6 +116,8 @@ def create_path(
         grown = anc.size() + len(child) - child.rfind("/")  # the name and its NUL
         if too_big(16 + 8 * len(perms) + len(value)) or too_big(grown):
             raise QuotaExceeded("node-size")
+    for p in missing[1:]:
+        view.implicit(p, perms)
     missing.reverse()
     for p in missing:
         view.create(p, value if p is path else b"", perms)

@@ -63,7 +63,17 @@ class TxnView:
 
     live = False
 
-    __slots__ = ("bases", "dirty", "doomed", "listed", "observed", "overlay", "rebase", "tree")
+    __slots__ = (
+        "bases",
+        "dirty",
+        "doomed",
+        "implicit_parents",
+        "listed",
+        "observed",
+        "overlay",
+        "rebase",
+        "tree",
+    )
 
     def __init__(self, tree: Tree, rebase: bool = True) -> None:
         self.tree = tree
@@ -81,6 +91,9 @@ class TxnView:
         #: path -> (children a listing showed that came from the live tree, in order;
         #: the children this transaction had itself created or removed by then).
         self.listed: dict[str, tuple[list[str], frozenset[str]]] = {}
+        #: path -> permissions: absent nodes this transaction created as implicit
+        #: parents only (see implicit())
+        self.implicit_parents: dict[str, Perms] = {}
         #: Set when the view became inconsistent with itself: the commit must fail.
         self.doomed = False
 
@@ -191,6 +204,16 @@ class TxnView:
         live.shared = True
         return live
 
+    def _created_alike(self, path: str, base: Node | None, live: Node | None) -> bool:
+        """An implicit parent this transaction saw absent now exists, created by someone
+        else exactly as this transaction would have created it: empty, with the same
+        permissions. Its replay then finds the parent there, and every reply and
+        effect is the same (parallel device setups creating backend/<type>)."""
+        if base is not None or live is None:
+            return False
+        perms = self.implicit_parents.get(path)
+        return perms is not None and live.value == b"" and live.perms == perms
+
     def _listing_holds(self, path: str, live: Node) -> bool:
         """Whether a listing recorded for ``path`` still shows the same live children."""
         seen = self.listed.get(path)
@@ -237,6 +260,13 @@ class TxnView:
             self.dirty[path] |= facet
         assert node is not None
         return node  # type: ignore[no-any-return]
+
+    def implicit(self, path: str, perms: Perms) -> None:
+        """``path`` was absent and is created here only as an implicit parent, with
+        ``perms``: if another transaction creates it first the same way (empty, same
+        permissions), nothing this one saw or did differs (coalescing only)."""
+        if self.rebase:
+            self.implicit_parents[path] = perms
 
     def set_value(self, path: str, value: bytes) -> None:
         self._mutable(path, VALUE).value = value
@@ -311,7 +341,8 @@ class Transaction:
             if live is base:
                 continue
             if live is None or base is None:
-                failed.append(path)
+                if not self.view._created_alike(path, base, live):
+                    failed.append(path)
             elif mode == GENERATION:
                 if live.gen != base.gen:
                     failed.append(path)
@@ -339,6 +370,8 @@ class Transaction:
             if live is base:
                 continue
             if live is None or base is None:
+                if view._created_alike(path, base, live):
+                    continue
                 return False
             if not _facets_equal(base, live, facets) or not view._listing_holds(path, live):
                 return False

@@ -125,6 +125,9 @@ class Tree:
         if self.log is not None:
             self.log += (parent_path, path)
 
+    def implicit(self, path: str, perms: Perms) -> None:
+        """Only transaction views care which parents a write created implicitly."""
+
     def create_special(self, path: str, perms: Perms) -> None:
         """Create an ``@`` node, outside the tree."""
         self.nodes[path] = Node(b"", perms, gen=self.gen)
