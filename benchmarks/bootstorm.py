@@ -59,7 +59,6 @@ import asyncio
 import collections
 import contextlib
 import ctypes
-import json
 import math
 import multiprocessing
 import os
@@ -1317,31 +1316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--concurrency must be >= 0")
     if not Path(args.socket).exists():
         parser.error(f"--socket {args.socket}: no such socket (is the daemon running?)")
-    cpu = xsload.DaemonCpu(args.daemon_pid)
-    started = time.time()
-    loadavg_before = os.getloadavg()
-    body = run_bootstorm(args, cpu)
-    report: JsonDict = {
-        "tool": "bootstorm",
-        "format": 1,
-        "workload": "bootstorm",
-        "socket": args.socket,
-        "daemon_pid": args.daemon_pid,
-        "cpu_source": cpu.source,
-        "started": started,
-        "duration_s": time.time() - started,
-        "load_affinity": sorted(os.sched_getaffinity(0)),
-        "loadavg": {"before": loadavg_before, "after": os.getloadavg()},
-        **body,
-    }
-    if not args.quiet:
-        print(
-            f"bootstorm on {args.socket}"
-            + (f" (daemon pid {args.daemon_pid}, CPU from {cpu.source})" if args.daemon_pid else "")
-        )
-        print_report(report)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    report = xsload.run_and_report(
+        "bootstorm", "bootstorm", f"on {args.socket}", args, run_bootstorm, print_report
+    )
     r = report["results"]
     if r["unfinished"] or r["failed"] or r["errors"]:
         first = r["error_samples"][0] if r["error_samples"] else ""

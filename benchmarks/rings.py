@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import multiprocessing
 import os
 import select
@@ -1157,32 +1156,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "there (pyxenstored --sim-xen DIR, or reference/rings.sh), or give --fakexen-dir"
         )
     run, show, _ = WORKLOADS[args.workload]
-    cpu = DaemonCpu(args.daemon_pid)
-    started = time.time()
-    loadavg_before = os.getloadavg()
-    body = run(args, cpu)
-    report: JsonDict = {
-        "tool": "rings",
-        "format": 1,
-        "workload": args.workload,
-        "socket": args.socket,
-        "fakexen_dir": args.fakexen_dir,
-        "daemon_pid": args.daemon_pid,
-        "cpu_source": cpu.source,
-        "started": started,
-        "duration_s": time.time() - started,
-        "load_affinity": sorted(os.sched_getaffinity(0)),
-        "loadavg": {"before": loadavg_before, "after": os.getloadavg()},
-        **body,
-    }
-    if not args.quiet:
-        print(
-            f"{args.workload} through rings in {args.fakexen_dir}"
-            + (f" (daemon pid {args.daemon_pid}, CPU from {cpu.source})" if args.daemon_pid else "")
-        )
-        show(report)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    xsload.run_and_report(
+        "rings",
+        args.workload,
+        f"through rings in {args.fakexen_dir}",
+        args,
+        run,
+        show,
+        {"fakexen_dir": args.fakexen_dir},
+    )
     return 0
 
 

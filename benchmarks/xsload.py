@@ -999,21 +999,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.socket:
-        parser.error("--socket is required")
-    run, show, _ = WORKLOADS[args.workload]
+def run_and_report(
+    tool: str,
+    workload: str,
+    where: str,
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace, DaemonCpu], JsonDict],
+    show: Callable[[JsonDict], None],
+    extra: JsonDict | None = None,
+) -> JsonDict:
+    """Run one workload, then print and (``--json``) save the report. Shared by
+    xsload.py, rings.py and bootstorm.py so that every report has the same header."""
     cpu = DaemonCpu(args.daemon_pid)
     started = time.time()
     loadavg_before = os.getloadavg()
     body = run(args, cpu)
     report: JsonDict = {
-        "tool": "xsload",
+        "tool": tool,
         "format": 1,
-        "workload": args.workload,
+        "workload": workload,
         "socket": args.socket,
+        **(extra or {}),
         "daemon_pid": args.daemon_pid,
         "cpu_source": cpu.source,
         "started": started,
@@ -1026,12 +1032,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if not args.quiet:
         print(
-            f"{args.workload} on {args.socket}"
+            f"{workload} {where}"
             + (f" (daemon pid {args.daemon_pid}, CPU from {cpu.source})" if args.daemon_pid else "")
         )
         show(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.socket:
+        parser.error("--socket is required")
+    run, show, _ = WORKLOADS[args.workload]
+    run_and_report("xsload", args.workload, f"on {args.socket}", args, run, show)
     return 0
 
 
