@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import Busy, Invalid, NoEntry, PermissionDenied
 from ..protocol.args import one_arg, strings
+from ..protocol.numbers import atoi
 from ..protocol.wire import DOMID_SELF
 from .access import View
 from .domains import Domain, parse_domid
@@ -141,21 +142,7 @@ def h_get_domain_path(
 ) -> bytes:
     # C 4.17 and oxenstored read this domid with atoi(): "" and "abc" mean 0. Real
     # clients and the recorded vectors depend on that, so we keep it here.
-    return b"/local/domain/%d\0" % _atoi(one_arg(payload))
-
-
-def _atoi(raw: bytes) -> int:
-    digits = raw.lstrip(b" \t\n\v\f\r")
-    sign = -1 if digits[:1] == b"-" else 1
-    if digits[:1] in (b"-", b"+"):
-        digits = digits[1:]
-    n = 0
-    for c in digits:
-        if not 48 <= c <= 57:
-            break
-        n = n * 10 + c - 48
-    value = (sign * n) & 0xFFFFFFFF
-    return value - (1 << 32) if value & 0x80000000 else value
+    return b"/local/domain/%d\0" % atoi(one_arg(payload))
 
 
 def h_is_domain_introduced(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import Invalid, NoEntry
 from ..protocol.args import strings
+from ..protocol.numbers import atoi
 from .access import View
 from .domains import parse_domid
 from .quota import QUOTA_NAMES
@@ -35,16 +36,6 @@ def quota_name(raw: bytes) -> str:
     if name not in QUOTA_NAMES:
         raise Invalid(f"unknown quota {name!r}")
     return name
-
-
-def _atoi(raw: bytes) -> int:
-    digits = raw.strip()
-    n = 0
-    for c in digits:
-        if not 48 <= c <= 57:
-            break
-        n = n * 10 + c - 48
-    return n
 
 
 def _domain(e: Engine, raw: bytes) -> int:
@@ -76,7 +67,8 @@ def h_set_quota(
         raise Invalid("SET_QUOTA takes [domid,] name and value")
     domid = _domain(e, args[0]) if len(args) == 3 else None
     name = quota_name(args[-2])
-    value = _atoi(args[-1])
+    # C reads the value with atoi() into an unsigned int: "-1" is UINT_MAX (refused).
+    value = atoi(args[-1]) & 0xFFFFFFFF
     if value >= 0xFFFFFFFF:
         raise Invalid("value out of range")
     e.set_quota(domid, name, value)

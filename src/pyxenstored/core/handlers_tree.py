@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import Invalid, NoEntry, NotPermitted, PermissionDenied, QuotaExceeded
 from ..protocol.args import one_arg, split_write, strings
+from ..protocol.numbers import strtoul
 from ..protocol.paths import parent_of
 from ..protocol.perms import READ, WRITE, format_perms, parse_perms
 from ..protocol.wire import PAYLOAD_MAX
@@ -184,20 +185,6 @@ def h_directory(
     return lookup(caller, view, path, READ, CHILDREN, e.stale).listing()
 
 
-def _strtoul(text: bytes) -> int:
-    """C ``strtoul(text, NULL, 10)``: leading digits only, ``-`` wraps around."""
-    t = text.lstrip(b" \t\n\v\f\r")
-    neg = t[:1] == b"-"
-    if t[:1] in (b"-", b"+"):
-        t = t[1:]
-    n = 0
-    for c in t:
-        if not 48 <= c <= 57:
-            break
-        n = min(n * 10 + c - 48, 2**64 - 1)
-    return (-n) % 2**64 if neg else n
-
-
 def h_directory_part(
     e: Engine, conn: Connection, view: View, txn: Transaction | None, payload: bytes
 ) -> bytes:
@@ -207,7 +194,7 @@ def h_directory_part(
         raise Invalid("DIRECTORY_PART takes a path and an offset")
     path = e.canonical(caller, args[0], False)
     node = lookup(caller, view, path, READ, CHILDREN, e.stale)
-    offset = _strtoul(args[1])
+    offset = strtoul(args[1])
     gen = b"%d\0" % node.gen
     listing = node.listing()
     if offset >= len(listing):
