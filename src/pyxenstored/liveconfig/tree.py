@@ -29,7 +29,6 @@ from ..core.transactions import COALESCE
 from ..errors import Invalid, NoEntry, PermissionDenied
 from ..protocol.perms import NONE
 from ..protocol.wire import Op
-from ..store.node import Node
 from .kinds import integer
 from .registry import Registry
 from .stats import LiveNode
@@ -113,13 +112,8 @@ class ConfigTree:
             "transactions/refused": lambda: str(e.stats["conflicts"]),
             "events/sent": lambda: str(e.stats["events"]),
             "events/dropped": lambda: str(e.stats["events_dropped"]),
-            "memory/store": lambda: str(
-                sum(
-                    len(p) + len(n.value) + 8 * len(n.perms) + 48
-                    for p, n in e.tree.nodes.items()
-                    if type(n) is Node  # statistics nodes compute, they do not store
-                )
-            ),
+            # What the nodes cost their owners, by the same measure as the memory quota.
+            "memory/store": lambda: str(sum(e.tree.owner_bytes.values())),
         }
         for op, name in _OP_NAMES.items():
             if op < 32 and op not in (Op.WATCH_EVENT, Op.ERROR, Op.RESTRICT):
