@@ -128,14 +128,21 @@ def test_xenctrl_query_walks_known_domains() -> None:
 
 
 class FakeKernel:
-    """Answers the ioctls like the Linux drivers would."""
+    """Answers the ioctls like the Linux drivers would.
 
-    def __init__(self) -> None:
+    Linux's gntdev has no SET_MAX_GRANTS (it answers ENOTTY, as every unknown ioctl);
+    ``max_grants_errno=0`` plays a driver that has one.
+    """
+
+    def __init__(self, max_grants_errno: int = errno.ENOTTY) -> None:
         self.calls: list[tuple[int, int, bytes]] = []
         self.next_port = 40
+        self.max_grants_errno = max_grants_errno
 
     def __call__(self, fd: int, request: int, arg: bytearray) -> int:
         self.calls.append((fd, request, bytes(arg)))
+        if request == xl.IOCTL_GNTDEV_SET_MAX_GRANTS and self.max_grants_errno:
+            raise OSError(self.max_grants_errno, os.strerror(self.max_grants_errno))
         if request in (xl.IOCTL_EVTCHN_BIND_VIRQ, xl.IOCTL_EVTCHN_BIND_INTERDOMAIN):
             self.next_port += 1
             return self.next_port
@@ -163,7 +170,7 @@ def linux(tmp_path: Path) -> Any:
     gntdev = tmp_path / "gntdev"
     gntdev.write_bytes(bytes(4096))
     kva = tmp_path / "xsd_kva"
-    kva.write_bytes(bytes(4096))
+    kva.write_bytes(b"")  # xenfs reports size 0 for the page it maps
     (tmp_path / "xsd_port").write_text("7\n")
     kernel = FakeKernel()
     xen = xl.LinuxXen(
@@ -238,10 +245,69 @@ def test_map_grant_ref_one_then_unmap(linux: Any) -> None:
     assert kernel.requests().count(xl.IOCTL_GNTDEV_UNMAP_GRANT_REF) == 1
 
 
+def test_set_max_grants_enotty_is_ignored_other_errors_are_not(tmp_path: Path) -> None:
+    """Regression (issue 8): Linux's gntdev answers ENOTTY; the daemon exited on it."""
+    evtchn = tmp_path / "evtchn"
+    evtchn.write_bytes(b"")
+    gntdev = tmp_path / "gntdev"
+    gntdev.write_bytes(bytes(4096))
+    for code in (errno.ENOTTY, 0):
+        kernel = FakeKernel(max_grants_errno=code)
+        xen = xl.LinuxXen(
+            evtchn_path=str(evtchn), gntdev_path=str(gntdev), ioctl=kernel, domains=FakeDomains()
+        )
+        assert kernel.requests() == [xl.IOCTL_GNTDEV_SET_MAX_GRANTS, xl.IOCTL_EVTCHN_BIND_VIRQ]
+        xen.close()
+    with pytest.raises(OSError) as info:
+        xl.LinuxXen(
+            evtchn_path=str(evtchn),
+            gntdev_path=str(gntdev),
+            ioctl=FakeKernel(max_grants_errno=errno.EPERM),
+            domains=FakeDomains(),
+        )
+    assert info.value.errno == errno.EPERM
+
+
+def test_map_file_page_maps_a_file_that_reports_size_zero(tmp_path: Path) -> None:
+    """Regression (issue 8): /proc/xen/xsd_kva is 0 bytes long; mmap.mmap refused it."""
+    path = tmp_path / "kva"
+    path.write_bytes(b"")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        mm = xl.map_file_page(fd)
+    finally:
+        os.close(fd)
+    os.truncate(path, 4096)  # give the fake page backing store (xenfs has a real page)
+    mm[100:105] = b"hello"
+    assert path.read_bytes()[100:105] == b"hello"  # MAP_SHARED, at offset 0 of the file
+    with path.open("r+b") as f:
+        f.seek(200)
+        f.write(b"world")
+    assert mm[200:205] == b"world"
+    view = memoryview(mm)
+    with pytest.raises(BufferError):
+        mm.close()  # the mmap object still counts exported views
+    view.release()
+    mm.close()
+
+
+def test_map_file_page_reports_errno(tmp_path: Path) -> None:
+    path = tmp_path / "ro"
+    path.write_bytes(bytes(4096))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as info:
+            xl.map_file_page(fd)  # a writable shared map of a read-only descriptor
+    finally:
+        os.close(fd)
+    assert info.value.errno == errno.EACCES
+
+
 def test_own_ring_is_xsd_kva_and_xsd_port(linux: Any) -> None:
     xen, _, _, _, tmp_path = linux
     own = xen.map_own_ring()
     assert own is not None
+    os.truncate(tmp_path / "xsd_kva", 4096)  # the fake page's backing store
     mapping, port = own
     assert port == 7
     ring = ServerRing(mapping.page)

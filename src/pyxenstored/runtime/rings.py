@@ -150,12 +150,21 @@ class RingManager:
         self._schedule()
 
     def _attach_dom0(self, port: int) -> None:
+        """Serve dom0's ring and kick it once.
+
+        The kick is not optional: Linux's xenbus in dom0 waits for a first event from
+        xenstored before it trusts the ring (and registers its backend watches), as C
+        xenstored's dom0 initialisation sends one.
+        """
         try:
             introduce_domain(self.engine, DOM0, port, reset=False)
         finally:
             mapping = self._premapped.pop(DOM0, None)
             if mapping is not None:
                 mapping.close()
+        sink = self.by_domid.get(DOM0)
+        if sink is not None:
+            self.xen.notify(sink.port)
         log.info("serving dom0's ring (port %d)", port)
 
     def close(self) -> None:

@@ -14,10 +14,17 @@ library exists (Xen 4.21+: cost proportional to the domains that changed), else
 libxenctrl's ``xc_domain_getinfolist`` for each domain the caller knows (what C
 xenstored did before 4.21).
 
-Grant mapping follows libxengnttab: SET_MAX_GRANTS once, MAP_GRANT_REF with
+Grant mapping follows libxengnttab: SET_MAX_GRANTS once (Linux's gntdev never implemented
+it and answers ``ENOTTY``, which libxengnttab ignores, and so do we), MAP_GRANT_REF with
 ``{count=1, refs[0]={domid, ref=1}}`` returning an offset, ``mmap`` of that offset;
 unmapping is ``munmap`` then UNMAP_GRANT_REF. Event ports are read from the evtchn
 device as native u32 values and each one is written back to unmask it.
+
+Dom0's own page, ``/proc/xen/xsd_kva``, is a file that reports size 0 but maps one page
+(xenfs). Python's ``mmap.mmap`` refuses a mapping longer than a regular file, so the page is
+mapped by mmap(2) itself, in place over an anonymous ``mmap.mmap`` page of ours
+(``MAP_FIXED``): the ``mmap`` object then owns the mapping, counts its exported views and
+unmaps it on close, exactly as for a gntdev page.
 """
 
 from __future__ import annotations
@@ -64,6 +71,8 @@ VIRQ_DOM_EXC = 3
 GNTTAB_RESERVED_XENSTORE = 1
 DOMID_FIRST_RESERVED = 0x7FF0
 _PAGE = 4096
+#: MAP_FIXED (asm-generic/mman-common.h; Python's mmap module does not export it)
+_MAP_FIXED = 0x10
 
 _IOC_NONE = 0
 _IOC_NRSHIFT = 0
@@ -228,6 +237,55 @@ class DomainStateQuery:
 # -- the backend ----------------------------------------------------------------------------
 Ioctl = Callable[[int, int, bytearray], int]
 
+_libc: Any = None
+
+
+def _mmap_syscall() -> Any:
+    """libc's mmap(2), typed (loaded once)."""
+    global _libc
+    if _libc is None:
+        lib = ctypes.CDLL(None, use_errno=True)
+        lib.mmap.restype = ctypes.c_void_p
+        lib.mmap.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_long,
+        ]
+        _libc = lib
+    return _libc.mmap
+
+
+def map_file_page(fd: int) -> mmap.mmap:
+    """One shared, writable page of ``fd`` at offset 0, whatever size the file reports.
+
+    xenfs's ``xsd_kva`` says it is 0 bytes long; mmap(2) maps it anyway, Python's
+    ``mmap.mmap`` does not. So reserve a page with ``mmap.mmap`` and map the file over it
+    with ``MAP_FIXED``: the returned object owns the file's page from then on.
+
+    Raises:
+        OSError: mmap(2) refused (errno kept).
+    """
+    mm = mmap.mmap(-1, _PAGE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    anchor = ctypes.c_char.from_buffer(mm)
+    address = ctypes.addressof(anchor)
+    del anchor  # the export would keep mm from closing
+    got = _mmap_syscall()(
+        address,
+        _PAGE,
+        mmap.PROT_READ | mmap.PROT_WRITE,
+        mmap.MAP_SHARED | _MAP_FIXED,
+        fd,
+        0,
+    )
+    if got is None or got == ctypes.c_void_p(-1).value or got != address:
+        code = ctypes.get_errno() or errno.EINVAL
+        mm.close()
+        raise OSError(code, os.strerror(code))
+    return mm
+
 
 def _ioctl(fd: int, request: int, arg: bytearray) -> int:
     return int(fcntl.ioctl(fd, request, arg, True))
@@ -286,11 +344,7 @@ class LinuxXen:
         self._gntdev = -1
         try:
             self._gntdev = os.open(gntdev_path, os.O_RDWR | os.O_CLOEXEC)
-            self._call(
-                self._gntdev,
-                IOCTL_GNTDEV_SET_MAX_GRANTS,
-                GntdevSetMaxGrants(count=DOMID_FIRST_RESERVED),
-            )
+            self._set_max_grants()
             self._domains = domains if domains is not None else DomainStateQuery()
             self.virq_port = self._call(
                 self._evtchn, IOCTL_EVTCHN_BIND_VIRQ, EvtchnBindVirq(virq=VIRQ_DOM_EXC)
@@ -298,6 +352,18 @@ class LinuxXen:
         except BaseException:
             self.close()
             raise
+
+    def _set_max_grants(self) -> None:
+        """SET_MAX_GRANTS, where the driver has it (Linux answers ENOTTY: no limit to set)."""
+        try:
+            self._call(
+                self._gntdev,
+                IOCTL_GNTDEV_SET_MAX_GRANTS,
+                GntdevSetMaxGrants(count=DOMID_FIRST_RESERVED),
+            )
+        except OSError as err:
+            if err.errno != errno.ENOTTY:
+                raise
 
     def _call(self, fd: int, request: int, struct: ctypes.Structure) -> tuple[int, bytearray]:
         buf = bytearray(struct)
@@ -375,9 +441,14 @@ class LinuxXen:
         port = self.own_port()
         if port is None or not os.path.exists(self._xsd_kva_path):
             return None
-        fd = os.open(self._xsd_kva_path, os.O_RDWR | os.O_CLOEXEC)
         try:
-            mm = mmap.mmap(fd, _PAGE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            fd = os.open(self._xsd_kva_path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as err:
+            raise OSError(err.errno, f"cannot open {self._xsd_kva_path}: {err.strerror}") from None
+        try:
+            mm = map_file_page(fd)
+        except OSError as err:
+            raise OSError(err.errno, f"cannot map {self._xsd_kva_path}: {err.strerror}") from None
         finally:
             os.close(fd)
         return GntdevMapping(mm, None, 0, self._ioctl), port
