@@ -11,7 +11,7 @@ The summary gives, per metric, the median over the runs with its spread
     python benchmarks/compare.py --daemon cxenstored --daemon oxenstored --runs 3
     python benchmarks/compare.py --daemon cxenstored --daemon pyxenstored \\
         --workloads latency,idle --idle-args "--idle 0,1000,5000"
-    python benchmarks/compare.py --daemon 'mine={repo}/.venv/bin/python -m pyxenstored \\
+    python benchmarks/compare.py --daemon 'mine={repo}/.venv/bin/python -m pyxenstored -N \\
         --socket {dir}/socket' --daemon cxenstored --baseline cxenstored
     python benchmarks/compare.py --workloads bootstorm --daemon cxenstored \\
         --daemon pyxenstored --daemon pyxenstored-generation --bootstorm-args "--vms 200"
@@ -59,13 +59,13 @@ BOOTSTORM = Path(__file__).resolve().parent / "bootstorm.py"
 PRESETS: dict[str, str] = {
     "cxenstored": "{shared}/reference/peer.sh cxenstored {dir}",
     "oxenstored": "{shared}/reference/peer.sh oxenstored {dir}",
-    "pyxenstored": "{repo}/.venv/bin/python -m pyxenstored --socket {dir}/socket",
+    "pyxenstored": "{repo}/.venv/bin/python -m pyxenstored -N --socket {dir}/socket",
     # C's conflict rule (generation counts), for the bootstorm workload.
-    "pyxenstored-generation": "{repo}/.venv/bin/python -m pyxenstored "
+    "pyxenstored-generation": "{repo}/.venv/bin/python -m pyxenstored -N "
     "--transaction-conflicts generation --socket {dir}/socket",
     # With the simulated Xen in {dir}/fakexen, for the ring-* workloads (rings.py).
     "cxenstored-rings": "env FAKEXEN_NDOMS=4096 {shared}/reference/rings.sh {dir}",
-    "pyxenstored-rings": "env FAKEXEN_NDOMS=4096 {repo}/.venv/bin/python -m pyxenstored "
+    "pyxenstored-rings": "env FAKEXEN_NDOMS=4096 {repo}/.venv/bin/python -m pyxenstored -N "
     "--socket {dir}/socket --sim-xen {dir}/fakexen",
 }
 DEFAULT_DAEMONS = ("cxenstored", "oxenstored")

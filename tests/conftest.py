@@ -1,6 +1,7 @@
 """Generic fixtures: the real daemon as a subprocess, or the Server in a thread.
 
-* ``daemon`` -- socket path of a fresh ``python -m pyxenstored`` (one per test).
+* ``daemon`` -- socket path of a fresh ``python -m pyxenstored -N`` (one per test; ``-N``
+  keeps it in the foreground, as a child of the test).
 * ``daemon_proc`` -- the same daemon as a :class:`DaemonProcess` (pid, files, signals).
 * ``daemon_factory`` -- start daemons with extra command-line options.
 * ``module_daemon`` -- one daemon shared by a test module (use unique paths per test).
@@ -114,7 +115,7 @@ def start_daemon(
     """Start the daemon with ``--socket`` in ``directory`` plus ``extra`` options."""
     path = socket_path or str(directory / "socket")
     stderr_path = directory / f"daemon-{len(list(directory.glob('daemon-*')))}.err"
-    args = [sys.executable, "-m", "pyxenstored", "--socket", path, *extra]
+    args = [sys.executable, "-m", "pyxenstored", "-N", "--socket", path, *extra]
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen(
             args,

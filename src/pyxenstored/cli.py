@@ -1,36 +1,149 @@
-"""Command line: ``pyxenstored [options]`` runs the daemon in the foreground."""
+"""Command line: ``pyxenstored [options]`` runs the daemon.
+
+It detaches like C xenstored unless ``-N``/``--foreground``, and it takes C xenstored's
+options too (``liveconfig/coptions.py``), so it can be Debian's ``$XENSTORED`` as is.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from .client.values import default_socket_path
 from .errors import XenstoreError
+from .liveconfig.coptions import translate
 from .liveconfig.registry import Registry
+from .runtime.daemon import Detached, Foreground, configure_logging, detach
 from .runtime.loops import LOOPS
 from .runtime.rings import XEN_MODES
-from .runtime.server import Server, ServerConfig
+from .runtime.server import Server, ServerConfig, StartupError, describe_error
 
-__all__ = ["default_socket_path", "main", "parse_args"]
+__all__ = ["UsageError", "build_config", "default_socket_path", "main", "parse_args"]
+
+log = logging.getLogger("pyxenstored")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line too (and exit 2, as argparse's)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+class _COption(argparse.Action):
+    """Collects C xenstored's setting options in order, as ``(long name, value)``."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        name = next(o[2:] for o in self.option_strings if o.startswith("--"))
+        pairs = list(getattr(namespace, self.dest) or [])
+        pairs.append((name, None if self.nargs == 0 else values))
+        setattr(namespace, self.dest, pairs)
+
+
+def _c_options(p: argparse.ArgumentParser) -> None:
+    """C xenstored's options (4.17 and later), with C's short letters."""
+    g = p.add_argument_group(
+        "C xenstored's options", "accepted as C xenstored 4.17-4.21 reads them (the last wins)"
+    )
+    g.add_argument("-F", "--pid-file", metavar="FILE", help="write the daemon's pid here")
+    g.add_argument(
+        "-N",
+        "--no-fork",
+        "--foreground",
+        dest="no_fork",
+        action="store_true",
+        help="stay in the foreground (default: detach once serving, as C xenstored)",
+    )
+    g.add_argument(
+        "-P", "--output-pid", action="store_true", help="print the daemon's pid once it serves"
+    )
+    g.add_argument(
+        "-D",
+        "--no-domain-init",
+        action="store_true",
+        help="serve no Xen rings (the same as --xen none)",
+    )
+    g.add_argument("-p", "--priv-domid", type=int, default=0, help="the privileged domain")
+    g.add_argument(
+        "-m",
+        "--master-domid",
+        type=int,
+        metavar="DOMID",
+        help="the domain dom0's own ring belongs to (only 0 is supported)",
+    )
+    g.add_argument(
+        "-e",
+        "--event",
+        type=int,
+        metavar="PORT",
+        help="dom0's event channel port in stub-domain mode (as init-xenstore-domain passes)",
+    )
+    settings: list[tuple[tuple[str, ...], str | None, str]] = [
+        (("-E", "--entry-nb"), "NB", "quota/nodes"),
+        (("-S", "--entry-size"), "SIZE", "quota/node-size"),
+        (("-W", "--watch-nb"), "NB", "quota/watches"),
+        (("-t", "--transaction"), "NB", "quota/transactions"),
+        (("-A", "--perm-nb"), "NB", "quota/node-permissions"),
+        (("-M", "--path-max"), "CHARS", "quota/path-max (at most 2048)"),
+        (("-Q", "--quota"), "WHAT=NB", "quota/WHAT (nodes, memory, outstanding, ...)"),
+        (("-q", "--quota-soft"), "WHAT=NB", "quota-soft/WHAT (memory)"),
+        (("-w", "--timeout"), "WHAT=SECONDS", "watch-event: accepted, ignored"),
+        (("-T", "--trace-file"), "FILE", "the access log (as --access-log FILE)"),
+        (("--trace-control",), "+SWITCH|-SWITCH", "accepted, ignored"),
+    ]
+    for flags, metavar, text in settings:
+        g.add_argument(*flags, dest="c_settings", metavar=metavar, action=_COption, help=text)
+    g.add_argument(
+        "-I",
+        "--internal-db",
+        dest="c_settings",
+        nargs="?",
+        metavar="on|off",
+        action=_COption,
+        help="accepted, ignored: the store always lives in memory",
+    )
+    g.add_argument(
+        "-V", "--verbose", dest="c_settings", nargs=0, action=_COption, help="log level debug"
+    )
+    g.add_argument(
+        "-K",
+        "--keep-orphans",
+        dest="c_settings",
+        nargs=0,
+        action=_COption,
+        help="accepted, ignored: a dead domain's nodes are always removed",
+    )
+    g.add_argument("-U", "--live-update", action="store_true", help="not supported")
+    g.add_argument("-R", "--no-recovery", action="store_true", help="not supported")
+    g.add_argument("-H", action="help", help="the same as --help")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="pyxenstored", description="Xen xenstore daemon")
+    p = _Parser(prog="pyxenstored", description="Xen xenstore daemon")
     p.add_argument("--socket", help="Unix socket path (default: as libxenstore looks for it)")
-    p.add_argument("--pid-file", help="write the daemon's pid here")
     p.add_argument("--loop", choices=sorted(LOOPS), default="auto", help="event loop")
-    p.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    p.add_argument("--log-level", help="debug, info, warning, error (default: info)")
+    p.add_argument(
+        "--log-file",
+        metavar="FILE",
+        help="the daemon's log (SIGHUP reopens it); default: stderr in the foreground, "
+        "detached: syslog, else /var/log/xen/pyxenstored.log",
+    )
     p.add_argument("--access-log", metavar="FILE", help="one line per request and reply")
-    p.add_argument("--priv-domid", type=int, default=0, help="the privileged domain")
     p.add_argument(
         "--transaction-conflicts",
         choices=("coalesce", "generation"),
-        default="coalesce",
-        help="coalesce: EAGAIN only when an observation changed; generation: C's rule",
+        help="coalesce (default): EAGAIN only when an observation changed; generation: C's",
     )
     p.add_argument(
         "--socket-buffer-max",
@@ -66,44 +179,102 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="no Unix socket: dom0 connects over its own ring (port from --event)",
     )
     p.add_argument(
-        "--event",
-        type=int,
-        metavar="PORT",
-        help="dom0's event channel port in stub-domain mode (as init-xenstore-domain passes)",
-    )
-    p.add_argument(
         "--quota-rule",
         choices=("4.21", "4.22"),
-        default="4.21",
         help="quota boundary rule of C xenstored <=4.21 (default) or 4.22",
     )
+    _c_options(p)
     return p.parse_args(argv)
 
 
-def _start_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """Registry start values from the options (validated like a tree write)."""
+class UsageError(Exception):
+    """The command line asks for something we will not do (one line, exit 1)."""
+
+
+def _absolute(path: str | None) -> str | None:
+    """Paths survive the daemon's ``chdir("/")``."""
+    return os.path.abspath(path) if path else path
+
+
+def _start_settings(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """Registry start values from the options (validated like a tree write), and one
+    line for each option accepted but ignored.
+
+    C's options apply first, then ours, then ``--set``: the more specific wins.
+    """
     registry = Registry()
-    values: dict[str, Any] = {
-        "log/level": registry.parse("log/level", str(args.log_level).lower()),
-        "transaction/conflicts": args.transaction_conflicts,
-        "quota/rule": args.quota_rule,
-    }
+    try:
+        c_opts = translate(args.c_settings or ())
+    except XenstoreError as err:
+        raise UsageError(str(err)) from None
+    values = dict(c_opts.settings)
+    if args.log_level is not None:
+        level = str(args.log_level).lower()
+        values["log/level"] = _parse(registry, "log/level", level, f"--log-level {args.log_level}")
+    if args.transaction_conflicts is not None:
+        values["transaction/conflicts"] = args.transaction_conflicts
+    if args.quota_rule is not None:
+        values["quota/rule"] = args.quota_rule
     if args.access_log:
         values["log/access"] = True
         values["log/access-file"] = args.access_log
     if args.socket_buffer_max is not None:
-        values["limits/socket-buffer-bytes"] = registry.parse(
-            "limits/socket-buffer-bytes", str(args.socket_buffer_max)
+        text = str(args.socket_buffer_max)
+        values["limits/socket-buffer-bytes"] = _parse(
+            registry, "limits/socket-buffer-bytes", text, "--socket-buffer-max"
         )
     for item in args.set or ():
         name, sep, text = item.partition("=")
         if not sep:
-            raise SystemExit(f"--set wants NAME=VALUE, not {item!r}")
-        try:
-            values[name] = registry.parse(name, text)
-        except XenstoreError as err:
-            raise SystemExit(f"--set {item}: {err}") from None
-    return values
+            raise UsageError(f"--set wants NAME=VALUE, not {item!r}")
+        values[name] = _parse(registry, name, text, f"--set {item}")
+    if values.get("log/access-file"):
+        values["log/access-file"] = _absolute(str(values["log/access-file"]))
+    return values, c_opts.ignored
+
+
+def _parse(registry: Registry, name: str, text: str, what: str) -> Any:
+    try:
+        return registry.parse(name, text)
+    except XenstoreError as err:
+        raise UsageError(f"{what}: {err}") from None
+
+
+def build_config(args: argparse.Namespace) -> tuple[ServerConfig, list[str]]:
+    """The server's configuration, and the lines to log about ignored options."""
+    if args.live_update:
+        raise UsageError("-U/--live-update is not supported (no live update yet)")
+    if args.no_recovery:
+        raise UsageError("-R/--no-recovery is not supported")
+    if args.stub_domain and args.socket:
+        raise UsageError("--stub-domain serves no Unix socket: drop --socket")
+    xen = args.xen
+    if args.no_domain_init:
+        if args.sim_xen or xen == "linux":
+            raise UsageError("-D/--no-domain-init serves no rings: drop --xen linux/--sim-xen")
+        xen = "none"
+    settings, ignored = _start_settings(args)
+    if args.master_domid:
+        ignored.append(
+            f"--master-domid {args.master_domid}: ignored: dom0's own ring is served as domain 0's"
+        )
+    if args.event is not None and not args.stub_domain:
+        ignored.append(
+            f"--event {args.event}: ignored: dom0's port is read from /proc/xen/xsd_port "
+            "(as C xenstored on Linux)"
+        )
+    config = ServerConfig(
+        socket_path=None if args.stub_domain else _absolute(args.socket or default_socket_path()),
+        xen=xen,
+        sim_xen_dir=_absolute(args.sim_xen),
+        stub_domain=args.stub_domain,
+        event_port=args.event,
+        pid_file=_absolute(args.pid_file),
+        loop=args.loop,
+        priv_domid=args.priv_domid,
+        settings=settings,
+    )
+    return config, ignored
 
 
 def settings_table() -> str:
@@ -124,28 +295,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list_settings:
         print(settings_table())
         return 0
-    if args.stub_domain and args.socket:
-        raise SystemExit("--stub-domain serves no Unix socket: drop --socket")
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
-    config = ServerConfig(
-        socket_path=None if args.stub_domain else args.socket or default_socket_path(),
-        xen=args.xen,
-        sim_xen_dir=args.sim_xen,
-        stub_domain=args.stub_domain,
-        event_port=args.event,
-        pid_file=args.pid_file,
-        loop=args.loop,
-        priv_domid=args.priv_domid,
-        settings=_start_settings(args),
+    try:
+        config, ignored = build_config(args)
+    except UsageError as err:
+        print(f"pyxenstored: {err}", file=sys.stderr)
+        return 1
+    log_file = _absolute(args.log_file)
+    # Fork before anything is opened: no Xen device, no event loop, no log file yet.
+    start: Foreground | Detached = (
+        Foreground(args.output_pid) if args.no_fork else detach(args.output_pid)
     )
     try:
+        where = configure_logging(log_file, detached=not args.no_fork)
+    except OSError as err:
+        return start.failed(f"cannot open the log file: {describe_error(err)}")
+    log.debug("logging to %s", where)
+    for line in ignored:
+        log.warning("%s", line)
+    return _serve(config, start)
+
+
+def _serve(config: ServerConfig, start: Foreground | Detached) -> int:
+    """Build and run the server; a start-up failure is one line, never a traceback."""
+    try:
         server = Server(config)
-    except (ValueError, OSError) as err:
-        raise SystemExit(f"pyxenstored: {err}") from None
-    server.run()
+        server.on_ready.append(start.ready)
+        server.run()
+    except (StartupError, ValueError, OSError, XenstoreError) as err:
+        if start.done:
+            log.exception("stopped by an error")
+            return 1
+        return start.failed(describe_error(err))
+    except Exception as err:
+        log.debug("start-up failed", exc_info=True)
+        if start.done:
+            log.exception("stopped by an error")
+            return 1
+        return start.failed(f"internal error: {type(err).__name__}: {describe_error(err)}")
     return 0
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,16 @@ import pytest
 
 from pyxenstored.runtime.sdnotify import Notifier, notify_address, watchdog_interval
 
-from .helpers import clean_env, fake_systemd, short_dir
+from .helpers import (
+    COMMAND,
+    Pids,
+    alive,
+    answers,
+    clean_env,
+    fake_systemd,
+    run,
+    short_dir,
+)
 
 
 @pytest.fixture
@@ -25,6 +36,15 @@ def tmp() -> Iterator[Path]:
         yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def pids() -> Iterator[Pids]:
+    p = Pids()
+    try:
+        yield p
+    finally:
+        p.cleanup()
 
 
 def test_notify_socket_addresses() -> None:
@@ -67,6 +87,105 @@ def test_failures_are_quiet(tmp: Path) -> None:
     assert not notifier.send("READY=1")
     notifier.stopping()  # no exception either
     notifier.close()
+
+
+def start_foreground(tmp: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
+    err = open(tmp / "daemon.err", "wb")  # noqa: SIM115 - closed with the test dir
+    return subprocess.Popen(
+        [*COMMAND, "-N", "--socket", str(tmp / "socket"), *extra],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=err,
+    )
+
+
+def test_ready_when_serving_then_stopping_at_sigterm(tmp: Path) -> None:
+    with fake_systemd(tmp) as systemd:
+        proc = start_foreground(tmp, clean_env(NOTIFY_SOCKET=systemd.path))
+        try:
+            ready = systemd.wait_for("READY")
+            assert ready["READY"] == "1"
+            assert ready["STATUS"] == f"serving {tmp / 'socket'}, 0 domains"
+            assert answers(str(tmp / "socket"))  # READY=1 means it serves, now
+            proc.send_signal(signal.SIGTERM)
+            assert systemd.wait_for("STOPPING")["STOPPING"] == "1"
+            assert proc.wait(10) == 0
+        finally:
+            proc.kill()
+            proc.wait()
+        assert "WATCHDOG" not in str(systemd.messages)  # nobody asked for it
+
+
+def test_watchdog_every_half_interval(tmp: Path) -> None:
+    with fake_systemd(tmp) as systemd:
+        env = clean_env(NOTIFY_SOCKET=systemd.path, WATCHDOG_USEC="100000")
+        proc = start_foreground(tmp, env)
+        try:
+            systemd.wait_for("READY")
+            t0 = time.monotonic()
+            for _ in range(4):
+                assert systemd.wait_for("WATCHDOG", 5)["WATCHDOG"] == "1"
+            assert time.monotonic() - t0 < 2.0  # every 0.05 s, with much slack
+            proc.send_signal(signal.SIGTERM)
+            assert systemd.wait_for("STOPPING")["STOPPING"] == "1"
+            assert proc.wait(10) == 0
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def test_no_watchdog_when_systemd_watches_another_pid(tmp: Path) -> None:
+    with fake_systemd(tmp) as systemd:
+        env = clean_env(NOTIFY_SOCKET=systemd.path, WATCHDOG_USEC="20000", WATCHDOG_PID="1")
+        proc = start_foreground(tmp, env)
+        try:
+            systemd.wait_for("READY")
+            time.sleep(0.3)
+            assert not [m for m in systemd.pending() if "WATCHDOG" in m]
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_broken_notify_socket_does_not_stop_the_daemon(tmp: Path, pids: Pids) -> None:
+    env = clean_env(NOTIFY_SOCKET=str(tmp / "nobody-listens"), WATCHDOG_USEC="20000")
+    result = run(
+        "--socket",
+        str(tmp / "socket"),
+        "--pid-file",
+        str(tmp / "pid"),
+        "--log-file",
+        str(tmp / "log"),
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    pid = pids.add(int((tmp / "pid").read_text()))
+    time.sleep(0.2)
+    assert alive(pid) and answers(str(tmp / "socket"))
+    assert pids.stop(pid)
+
+
+def test_detached_daemon_is_ready_before_the_command_returns(tmp: Path, pids: Pids) -> None:
+    """What Debian's xenstored.service relies on: READY=1 from the serving process
+    (NotifyAccess=all), sent before launch-xenstore goes on."""
+    with fake_systemd(tmp) as systemd:
+        env = clean_env(NOTIFY_SOCKET=systemd.path)
+        result = run(
+            "--socket",
+            str(tmp / "socket"),
+            "--pid-file",
+            str(tmp / "pid"),
+            "--log-file",
+            str(tmp / "log"),
+            env=env,
+        )
+        assert result.returncode == 0, result.stderr
+        pid = pids.add(int((tmp / "pid").read_text()))
+        queued = systemd.pending()
+        assert any(m.get("READY") == "1" for m in queued), queued
+        assert pids.stop(pid)
+        assert systemd.wait_for("STOPPING")["STOPPING"] == "1"
 
 
 def test_real_systemd_notify_reaches_the_fake(tmp: Path) -> None:

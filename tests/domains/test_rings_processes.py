@@ -49,7 +49,7 @@ class Procs:
         return proc
 
     def daemon(self, *args: str) -> subprocess.Popen[str]:
-        return self.spawn("-m", "pyxenstored", "--sim-xen", str(self.fakexen), *args)
+        return self.spawn("-m", "pyxenstored", "-N", "--sim-xen", str(self.fakexen), *args)
 
     def guest(self, domid: int) -> subprocess.Popen[str]:
         proc = self.spawn(GUEST, str(self.fakexen), str(domid), str(KEYS))
@@ -158,6 +158,7 @@ def test_stub_domain_mode_rings_only(procs: Procs) -> None:
     daemon = procs.spawn(
         "-m",
         "pyxenstored",
+        "-N",
         "--stub-domain",
         "--sim-xen",
         str(fakexen),
@@ -223,6 +224,6 @@ def test_stub_domain_refuses_a_socket(procs: Procs) -> None:
     proc = procs.daemon("--stub-domain", "--socket", str(procs.dir / "s"))
     assert proc.wait(10) != 0
     assert "no Unix socket" in procs.errors()
-    proc = procs.spawn("-m", "pyxenstored", "--stub-domain", "--xen", "none")
+    proc = procs.spawn("-m", "pyxenstored", "-N", "--stub-domain", "--xen", "none")
     assert proc.wait(10) != 0
     assert "hypervisor" in procs.errors()

@@ -1,8 +1,10 @@
 """The daemon process: builds the engine, starts listeners, runs until a signal.
 
-Lifecycle (uvicorn's ``Server`` shape): capture signals, start listeners, wait on an
-event; on shutdown close listeners first, then every client, then remove the socket
-and the pid file. SIGHUP reopens log files.
+Lifecycle (uvicorn's ``Server`` shape): capture signals, start rings and listeners,
+write the pid file, tell who waits that we serve (systemd's ``READY=1``, the
+``on_ready`` callbacks), wait on an event; on shutdown close listeners first, then every
+client, then remove the socket and the pid file. SIGHUP reopens log files. A failure
+before serving is one :class:`StartupError` line, with whatever had started undone.
 """
 
 from __future__ import annotations
@@ -13,19 +15,22 @@ import logging
 import os
 import resource
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.engine import Engine
-from ..errors import Invalid
+from ..errors import Invalid, XenstoreError
 from ..liveconfig.registry import Registry
 from ..liveconfig.tree import ConfigTree
 from .accesslog import AccessLog
+from .daemon import reopen_log_files
 from .loops import loop_factory
 from .rings import RingManager, open_xen
+from .sdnotify import Notifier
 from .unix import SocketProtocol, listen_unix
 
-__all__ = ["Server", "ServerConfig"]
+__all__ = ["Server", "ServerConfig", "StartupError", "describe_error"]
 
 log = logging.getLogger("pyxenstored")
 
@@ -54,6 +59,17 @@ class ServerConfig:
     event_port: int | None = None
 
 
+class StartupError(Exception):
+    """The daemon could not start serving; the message is one line for the user."""
+
+
+def describe_error(err: BaseException) -> str:
+    """One line for an error met at start-up (no errno numbers, no reprs)."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror + (f": {err.filename}" if err.filename else "")
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def raise_nofile_limit() -> int:
     """Raise the open-file soft limit to the hard limit; return the new soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -64,6 +80,20 @@ def raise_nofile_limit() -> int:
         except (ValueError, OSError):
             pass
     return soft
+
+
+def write_pid_file(path: str) -> None:
+    """Write our pid to ``path`` atomically: whoever tests for the file (Debian's
+    launch-xenstore) and then reads it never sees it empty."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _rss() -> str:
@@ -92,14 +122,17 @@ class Server:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.registry = Registry(config.settings)
-        xen = open_xen(config.xen, config.sim_xen_dir)
+        try:
+            xen = open_xen(config.xen, config.sim_xen_dir)
+        except OSError as err:
+            raise StartupError(f"cannot open Xen: {describe_error(err)}") from err
         self.rings: RingManager | None = None
         if xen is not None:
             self.rings = RingManager(
                 xen, stub_domain=config.stub_domain, event_port=config.event_port
             )
         elif config.stub_domain:
-            raise ValueError("stub-domain mode needs a hypervisor (Xen or --sim-xen)")
+            raise StartupError("stub-domain mode needs a hypervisor (Xen or --sim-xen)")
         self.engine = Engine(priv_domid=config.priv_domid, backend=self.rings)
         if self.rings is not None:
             self.rings.attach(self.engine, self.flush)
@@ -110,6 +143,14 @@ class Server:
         self.access_log: AccessLog | None = None
         self._stop: asyncio.Event | None = None
         self._listeners: list[asyncio.AbstractServer] = []
+        #: called once serving (socket bound, rings started, pid file written)
+        self.on_ready: list[Callable[[], None]] = []
+        self.notifier: Notifier | None = None
+        #: set once serve() serves; shutdown() logs "stopped" for it
+        self.serving = False
+        #: whether shutdown removes the socket (serve() clears it until it has bound)
+        self._owns_socket = True
+        self._pid_written = False
         self.registry.listeners.append(self._setting_changed)
         self.engine.commands["memreport"] = (self._memreport, "[<file>]")
         self.registry.validators["log/access-file"] = _writable
@@ -181,24 +222,23 @@ class Server:
             runner.run(self.serve())
 
     async def serve(self, started: asyncio.Event | None = None) -> None:
-        config = self.config
+        """Start, serve until SIGTERM or SIGINT, shut down.
+
+        Raises:
+            StartupError: something needed to serve failed (already undone).
+        """
         self._stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reopen_logs)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        nofile = raise_nofile_limit()
-        logging.getLogger("pyxenstored").setLevel(str(self.registry.get("log/level")).upper())
-        self._configure_access_log()
-        if self.rings is not None:
-            self.rings.start(loop)
-        if config.socket_path:
-            self._listeners.append(await listen_unix(self, config.socket_path, config.backlog))
-            log.info("listening on %s (open-file limit %d)", config.socket_path, nofile)
-        if config.pid_file:
-            with open(config.pid_file, "w") as f:
-                f.write(f"{os.getpid()}\n")
+        try:
+            await self._start(loop)
+        except StartupError:
+            await self.shutdown()
+            raise
+        self._ready(loop)
         if started is not None:
             started.set()
         try:
@@ -206,16 +246,54 @@ class Server:
         finally:
             await self.shutdown()
 
+    async def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Rings, socket, pid file: everything needed before serving."""
+        config = self.config
+        nofile = raise_nofile_limit()
+        logging.getLogger("pyxenstored").setLevel(str(self.registry.get("log/level")).upper())
+        self._owns_socket = False
+        step = "cannot open the access log"
+        try:
+            self._configure_access_log()
+            if self.rings is not None:
+                step = "cannot serve Xen rings"
+                self.rings.start(loop)
+            if config.socket_path:
+                step = f"cannot listen on {config.socket_path}"
+                self._listeners.append(await listen_unix(self, config.socket_path, config.backlog))
+                self._owns_socket = True
+                log.info("listening on %s (open-file limit %d)", config.socket_path, nofile)
+            if config.pid_file:
+                step = f"cannot write the pid file {config.pid_file}"
+                write_pid_file(config.pid_file)
+                self._pid_written = True
+        except (OSError, ValueError, XenstoreError) as err:
+            raise StartupError(f"{step}: {describe_error(err)}") from err
+
+    def _ready(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Serving: tell systemd (READY=1) and whoever waits for us."""
+        where = self.config.socket_path or "no socket (stub domain)"
+        status = f"serving {where}, {len(self.engine.domains)} domains"
+        self.notifier = Notifier()
+        self.notifier.ready(status, loop)
+        self.serving = True
+        for callback in self.on_ready:
+            callback()
+        log.info("ready: %s", status)
+
     def stop(self) -> None:
         if self._stop is not None:
             self._stop.set()
 
     def reopen_logs(self) -> None:
         log.info("SIGHUP: reopening log files")
+        reopen_log_files()
         if self.access_log is not None:
             self.access_log.reopen()
 
     async def shutdown(self) -> None:
+        if self.notifier is not None:
+            self.notifier.stopping()
         for listener in self._listeners:
             listener.close()
         if self.rings is not None:
@@ -227,12 +305,16 @@ class Server:
             await listener.wait_closed()
         self._listeners.clear()
         path = self.config.socket_path
-        if path:
+        if path and self._owns_socket:
             with contextlib.suppress(OSError):
                 os.unlink(path)
-        if self.config.pid_file:
+        if self.config.pid_file and self._pid_written:
             with contextlib.suppress(OSError):
                 os.unlink(self.config.pid_file)
         if self.access_log is not None:
             self.access_log.close()
-        log.info("stopped")
+        if self.notifier is not None:
+            self.notifier.close()
+        if self.serving:
+            self.serving = False
+            log.info("stopped")
