@@ -130,6 +130,7 @@ def run(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 30
 ) -> subprocess.CompletedProcess[str]:
     """Run the command to completion (a detaching start returns once it serves)."""
+    assert "-N" in args or "--log-file" in args, "detached without --log-file logs to the host"
     return subprocess.run(
         [*COMMAND, *args],
         env=env or clean_env(),

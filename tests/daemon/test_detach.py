@@ -120,6 +120,8 @@ def test_a_start_up_failure_is_one_line_and_exit_1(
     args = [blocked(tmp) if a == "BLOCKED" else a for a in extra]
     if "--socket" not in args and "--stub-domain" not in args:
         args += ["--socket", str(tmp / "socket")]
+    if "--log-file" not in args:  # not the host's syslog or /var/log/xen
+        args += ["--log-file", str(tmp / "log")]
     result = run(*mode, "--pid-file", str(tmp / "pid"), *args)
     assert result.returncode == 1
     assert result.stdout == ""
