@@ -20,7 +20,7 @@ from .liveconfig.registry import Registry
 from .runtime.daemon import Detached, Foreground, configure_logging, detach
 from .runtime.loops import LOOPS
 from .runtime.rings import XEN_MODES
-from .runtime.server import Server, ServerConfig, StartupError, describe_error
+from .runtime.server import AlreadyRunning, Server, ServerConfig, StartupError, describe_error
 
 __all__ = ["UsageError", "build_config", "default_socket_path", "main", "parse_args"]
 
@@ -321,6 +321,8 @@ def _serve(config: ServerConfig, start: Foreground | Detached) -> int:
         server = Server(config)
         server.on_ready.append(start.ready)
         server.run()
+    except AlreadyRunning as err:
+        return start.running(str(err))
     except (StartupError, ValueError, OSError, XenstoreError) as err:
         if start.done:
             log.exception("stopped by an error")

@@ -4,6 +4,7 @@ log goes where the options and the host say."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -207,3 +208,38 @@ def test_detached_logs_fall_back_to_var_log_xen(tmp: Path, monkeypatch: pytest.M
     assert "hello file" in (tmp / "pyxenstored.log").read_text()
     monkeypatch.setattr(daemon_mod, "XEN_LOG_DIR", str(tmp / "absent"))
     assert configure_logging(None, detached=True) == "none"
+
+
+def test_a_second_start_leaves_the_serving_daemon_alone(tmp: Path, pids: Pids) -> None:
+    """As C xenstored: the pid file is locked; a second daemon given it exits 0 before
+    it binds a socket (the first keeps serving)."""
+    first, _ = start(tmp, pids)
+    for mode in ([], ["-N"]):
+        result = run(
+            *mode, "--socket", str(tmp / "other"), "--pid-file", str(tmp / "pid"),
+            "--log-file", str(tmp / "log2"),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == f"pyxenstored: already running as pid {first} ({tmp / 'pid'})\n"
+        assert not (tmp / "other").exists()
+    assert answers(str(tmp / "socket"))
+    assert int((tmp / "pid").read_text()) == first
+    assert pids.stop(first)
+
+
+def test_a_pid_file_locked_by_c_xenstored_counts(tmp: Path) -> None:
+    """C xenstored holds a lockf() lock on its pid file; we see it the same way."""
+    with open(tmp / "pid", "w") as held:
+        held.write("4242\n")
+        held.flush()
+        fcntl.lockf(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = run("-N", "--socket", str(tmp / "socket"), "--pid-file", str(tmp / "pid"))
+    assert result.returncode == 0
+    assert result.stderr.startswith("pyxenstored: already running as pid 4242")
+
+
+def test_a_stale_pid_file_is_replaced(tmp: Path, pids: Pids) -> None:
+    (tmp / "pid").write_text("999999\n")  # a daemon killed -9: nobody holds the lock
+    pid, _ = start(tmp, pids)
+    assert pid != 999999 and alive(pid)
+    assert pids.stop(pid)

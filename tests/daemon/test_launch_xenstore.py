@@ -1,7 +1,10 @@
-"""Debian's own /etc/xen/scripts/launch-xenstore starting pyxenstored, unmodified but for
-its absolute paths, which point into a temporary directory (nothing outside it is
-written). Both of its modes: systemd (``systemd-notify --booted`` succeeds, the unit
-waits for READY=1) and plain (it polls for the pid file)."""
+"""Xen's start scripts starting pyxenstored as their ``XENSTORED``.
+
+Xen's /etc/xen/scripts/launch-xenstore (xenstored.service's ExecStart upstream; Debian
+installs it), unmodified but for its absolute paths, which point into a temporary
+directory (nothing outside it is written), in both of its modes: systemd
+(``systemd-notify --booted`` succeeds, the unit waits for READY=1) and plain (it polls
+for the pid file). And the start line of Debian 12's own /etc/init.d/xen."""
 
 from __future__ import annotations
 
@@ -55,6 +58,7 @@ class Host:
     """The script and everything it reads or writes, in one temporary directory."""
 
     def __init__(self, directory: Path, booted: bool, poll_seconds: int = 30) -> None:
+        _prerequisites()
         self.dir = directory
         text = SCRIPT.read_text().replace("local timeout=30", f"local timeout={poll_seconds}")
         for old, new in REWRITES.items():
@@ -104,7 +108,6 @@ class Host:
 
 @pytest.fixture
 def tmp() -> Iterator[Path]:
-    _prerequisites()
     directory = short_dir()
     try:
         yield directory
@@ -183,3 +186,44 @@ def test_launch_xenstore_reports_a_daemon_that_cannot_start(tmp: Path) -> None:
     assert "Traceback" not in result.stderr
     assert not host.pid_file.exists()
     assert result.returncode == 1 and "Could not start" in result.stdout
+
+
+def test_debian_init_script_start_line(tmp: Path, pids: Pids) -> None:
+    """Debian 12 starts xenstored from /etc/init.d/xen (settings in /etc/default/xen):
+
+        start-stop-daemon --start --quiet --pidfile /run/xenstore.pid \\
+            --exec /usr/bin/choom -- -n -1000 "$XENSTORED" -- \\
+            $XENSTORED_ARGS --pid-file /run/xenstore.pid
+
+    then polls ``xenstore-read -s /`` for up to 30 s. The same line here, with the pid
+    file in the test directory and oom score 0 (-1000 needs root)."""
+    tools = {t: shutil.which(t) for t in ("start-stop-daemon", "choom")}
+    missing = [t for t, path in tools.items() if path is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed")
+    if not PYXENSTORED.exists():
+        pytest.skip(f"{PYXENSTORED}: pyxenstored's console script is not installed here")
+    pid_file, sock = tmp / "xenstore.pid", tmp / "socket"
+    args = f"--socket {sock} --log-file {tmp}/daemon.log --xen none".split()
+    line = [
+        str(tools["start-stop-daemon"]), "--start", "--quiet", "--pidfile", str(pid_file),
+        "--exec", str(tools["choom"]), "--", "-n", "0", str(PYXENSTORED), "--",
+        *args, "--pid-file", str(pid_file),
+    ]  # fmt: skip
+    env = clean_env(PATH=os.environ.get("PATH", "/usr/bin:/bin"))
+    result = subprocess.run(line, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    pid = pids.add(int(pid_file.read_text()))
+    assert alive(pid)
+    reader = shutil.which("xenstore-read")
+    if reader is not None:  # the script's own readiness test, at once
+        probe = subprocess.run(
+            [reader, "-s", "/"], env=clean_env(XENSTORED_PATH=str(sock)), timeout=10
+        )
+        assert probe.returncode == 0
+    assert answers(str(sock))
+    # The script's "already running?" test cannot recognise a Python daemon by its
+    # executable, so a second start runs us again: we exit 0 and leave the first alone.
+    again = subprocess.run(line, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "already running" in again.stderr
+    assert pids.stop(pid)

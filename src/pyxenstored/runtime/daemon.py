@@ -60,6 +60,11 @@ class Foreground:
         print(f"pyxenstored: {reason}", file=sys.stderr, flush=True)
         return 1
 
+    def running(self, reason: str) -> int:
+        """Another daemon serves already: say so, and succeed (as C xenstored)."""
+        self.failed(reason)
+        return 0
+
 
 class Detached:
     """Start-up outcome of the detached daemon: one line to the waiting parent."""
@@ -78,6 +83,12 @@ class Detached:
         log.error("start-up failed: %s", reason)
         self._send(f"error {reason}")
         return 1
+
+    def running(self, reason: str) -> int:
+        """Another daemon serves already: say so, and succeed (as C xenstored)."""
+        log.info("not started: %s", reason)
+        self._send(f"running {reason}")
+        return 0
 
     def _send(self, line: str) -> None:
         fd, self._fd = self._fd, None
@@ -131,9 +142,9 @@ def _await_start(fd: int, child: int, output_pid: bool) -> int:
         if output_pid:
             print(rest, flush=True)
         return 0
-    reason = rest if word == "error" and rest else "the daemon exited during start-up"
+    reason = rest if word in ("error", "running") and rest else "the daemon exited during start-up"
     print(f"pyxenstored: {reason}", file=sys.stderr, flush=True)
-    return 1
+    return 0 if word == "running" else 1
 
 
 class ReopeningFileHandler(logging.FileHandler):

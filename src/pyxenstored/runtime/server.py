@@ -26,11 +26,12 @@ from ..liveconfig.tree import ConfigTree
 from .accesslog import AccessLog
 from .daemon import reopen_log_files
 from .loops import loop_factory
+from .pidfile import PidFile
 from .rings import RingManager, open_xen
 from .sdnotify import Notifier
 from .unix import SocketProtocol, listen_unix
 
-__all__ = ["Server", "ServerConfig", "StartupError", "describe_error"]
+__all__ = ["AlreadyRunning", "Server", "ServerConfig", "StartupError", "describe_error"]
 
 log = logging.getLogger("pyxenstored")
 
@@ -63,6 +64,10 @@ class StartupError(Exception):
     """The daemon could not start serving; the message is one line for the user."""
 
 
+class AlreadyRunning(StartupError):
+    """Another daemon holds the pid file (C xenstored then exits quietly, status 0)."""
+
+
 def describe_error(err: BaseException) -> str:
     """One line for an error met at start-up (no errno numbers, no reprs)."""
     if isinstance(err, OSError) and err.strerror:
@@ -80,20 +85,6 @@ def raise_nofile_limit() -> int:
         except (ValueError, OSError):
             pass
     return soft
-
-
-def write_pid_file(path: str) -> None:
-    """Write our pid to ``path`` atomically: whoever tests for the file (Debian's
-    launch-xenstore) and then reads it never sees it empty."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w") as f:
-            f.write(f"{os.getpid()}\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _rss() -> str:
@@ -150,7 +141,7 @@ class Server:
         self.serving = False
         #: whether shutdown removes the socket (serve() clears it until it has bound)
         self._owns_socket = True
-        self._pid_written = False
+        self.pid_file = PidFile(config.pid_file) if config.pid_file else None
         self.registry.listeners.append(self._setting_changed)
         self.engine.commands["memreport"] = (self._memreport, "[<file>]")
         self.registry.validators["log/access-file"] = _writable
@@ -252,6 +243,10 @@ class Server:
         nofile = raise_nofile_limit()
         logging.getLogger("pyxenstored").setLevel(str(self.registry.get("log/level")).upper())
         self._owns_socket = False
+        if self.pid_file is not None:
+            owner = self.pid_file.owner()
+            if owner is not None:
+                raise AlreadyRunning(f"already running as pid {owner} ({self.pid_file.path})")
         step = "cannot open the access log"
         try:
             self._configure_access_log()
@@ -263,10 +258,9 @@ class Server:
                 self._listeners.append(await listen_unix(self, config.socket_path, config.backlog))
                 self._owns_socket = True
                 log.info("listening on %s (open-file limit %d)", config.socket_path, nofile)
-            if config.pid_file:
-                step = f"cannot write the pid file {config.pid_file}"
-                write_pid_file(config.pid_file)
-                self._pid_written = True
+            if self.pid_file is not None:
+                step = f"cannot write the pid file {self.pid_file.path}"
+                self.pid_file.write()
         except (OSError, ValueError, XenstoreError) as err:
             raise StartupError(f"{step}: {describe_error(err)}") from err
 
@@ -308,9 +302,8 @@ class Server:
         if path and self._owns_socket:
             with contextlib.suppress(OSError):
                 os.unlink(path)
-        if self.config.pid_file and self._pid_written:
-            with contextlib.suppress(OSError):
-                os.unlink(self.config.pid_file)
+        if self.pid_file is not None:
+            self.pid_file.remove()
         if self.access_log is not None:
             self.access_log.close()
         if self.notifier is not None:
