@@ -150,3 +150,17 @@ def fake_systemd(directory: Path) -> Iterator[FakeSystemd]:
         yield fake
     finally:
         fake.close()
+
+
+def start_detached(
+    tmp: Path, pids: Pids, *extra: str, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Start detached (no -N) serving ``tmp/socket``, with ``tmp/pid`` and ``tmp/log``;
+    returns the daemon's pid (read from the pid file) and the command's stdout."""
+    result = run(
+        "--socket", str(tmp / "socket"), "--pid-file", str(tmp / "pid"),
+        "--log-file", str(tmp / "log"), *extra, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    return pids.add(int((tmp / "pid").read_text())), result.stdout

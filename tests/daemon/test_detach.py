@@ -7,7 +7,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import shutil
 import signal
 import socket
 from collections.abc import Iterator
@@ -18,41 +17,11 @@ import pytest
 from pyxenstored.runtime import daemon as daemon_mod
 from pyxenstored.runtime.daemon import configure_logging, log_target
 
-from .helpers import Pids, alive, answers, run, short_dir, until
-
-
-@pytest.fixture
-def tmp() -> Iterator[Path]:
-    directory = short_dir()
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture
-def pids() -> Iterator[Pids]:
-    p = Pids()
-    try:
-        yield p
-    finally:
-        p.cleanup()
-
-
-def start(tmp: Path, pids: Pids, *extra: str) -> tuple[int, str]:
-    """Start detached (no -N) with --pid-file; returns the daemon's pid and stdout."""
-    result = run(
-        "--socket", str(tmp / "socket"), "--pid-file", str(tmp / "pid"),
-        "--log-file", str(tmp / "log"), *extra,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
-    pid = pids.add(int((tmp / "pid").read_text()))
-    return pid, result.stdout
+from .helpers import Pids, alive, answers, run, start_detached, until
 
 
 def test_returns_only_once_serving_with_a_live_daemon_pid(tmp: Path, pids: Pids) -> None:
-    pid, out = start(tmp, pids)
+    pid, out = start_detached(tmp, pids)
     # No waiting here: the command returned, so the daemon serves now.
     assert answers(str(tmp / "socket"))
     assert alive(pid)
@@ -69,7 +38,7 @@ def test_returns_only_once_serving_with_a_live_daemon_pid(tmp: Path, pids: Pids)
 
 
 def test_output_pid_prints_the_daemon_pid(tmp: Path, pids: Pids) -> None:
-    pid, out = start(tmp, pids, "-P")
+    pid, out = start_detached(tmp, pids, "-P")
     assert out == f"{pid}\n"
 
 
@@ -87,7 +56,7 @@ def test_relative_paths_survive_the_chdir(tmp: Path, pids: Pids) -> None:
 
 
 def test_sighup_reopens_the_log_file(tmp: Path, pids: Pids) -> None:
-    pid, _ = start(tmp, pids)
+    pid, _ = start_detached(tmp, pids)
     (tmp / "log").rename(tmp / "log.1")  # what logrotate does
     os.kill(pid, signal.SIGHUP)
     assert until(lambda: (tmp / "log").exists())
@@ -213,7 +182,7 @@ def test_detached_logs_fall_back_to_var_log_xen(tmp: Path, monkeypatch: pytest.M
 def test_a_second_start_leaves_the_serving_daemon_alone(tmp: Path, pids: Pids) -> None:
     """As C xenstored: the pid file is locked; a second daemon given it exits 0 before
     it binds a socket (the first keeps serving)."""
-    first, _ = start(tmp, pids)
+    first, _ = start_detached(tmp, pids)
     for mode in ([], ["-N"]):
         result = run(
             *mode, "--socket", str(tmp / "other"), "--pid-file", str(tmp / "pid"),
@@ -240,6 +209,6 @@ def test_a_pid_file_locked_by_c_xenstored_counts(tmp: Path) -> None:
 
 def test_a_stale_pid_file_is_replaced(tmp: Path, pids: Pids) -> None:
     (tmp / "pid").write_text("999999\n")  # a daemon killed -9: nobody holds the lock
-    pid, _ = start(tmp, pids)
+    pid, _ = start_detached(tmp, pids)
     assert pid != 999999 and alive(pid)
     assert pids.stop(pid)

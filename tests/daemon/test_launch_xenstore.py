@@ -15,17 +15,16 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .helpers import FakeSystemd, Pids, alive, answers, clean_env, short_dir
+from .helpers import FakeSystemd, Pids, alive, answers, clean_env
 
 SCRIPT = Path("/etc/xen/scripts/launch-xenstore")
 PYXENSTORED = Path(sys.executable).parent / "pyxenstored"
 
-#: Debian's absolute paths -> where they point in the test directory ({d}).
+#: the script's absolute paths -> where they point in the test directory ({d}).
 REWRITES = {
     "/etc/xen/scripts/hotplugpath.sh": "{d}/hotplugpath.sh",
     "/etc/default/xencommons": "{d}/xencommons",
@@ -104,24 +103,6 @@ class Host:
 
     def daemon_pid(self) -> int:
         return int(self.pid_file.read_text())
-
-
-@pytest.fixture
-def tmp() -> Iterator[Path]:
-    directory = short_dir()
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture
-def pids() -> Iterator[Pids]:
-    p = Pids()
-    try:
-        yield p
-    finally:
-        p.cleanup()
 
 
 def check_serving(host: Host, pids: Pids) -> int:

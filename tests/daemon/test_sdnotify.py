@@ -3,6 +3,7 @@ WATCHDOG=1 at half of WATCHDOG_USEC; a missing or broken notify socket changes n
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -19,32 +20,14 @@ from pyxenstored.runtime.sdnotify import Notifier, notify_address, watchdog_inte
 
 from .helpers import (
     COMMAND,
+    FakeSystemd,
     Pids,
     alive,
     answers,
     clean_env,
     fake_systemd,
-    run,
-    short_dir,
+    start_detached,
 )
-
-
-@pytest.fixture
-def tmp() -> Iterator[Path]:
-    directory = short_dir()
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture
-def pids() -> Iterator[Pids]:
-    p = Pids()
-    try:
-        yield p
-    finally:
-        p.cleanup()
 
 
 def test_notify_socket_addresses() -> None:
@@ -89,99 +72,78 @@ def test_failures_are_quiet(tmp: Path) -> None:
     notifier.close()
 
 
-def start_foreground(tmp: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
-    err = open(tmp / "daemon.err", "wb")  # noqa: SIM115 - closed with the test dir
-    return subprocess.Popen(
-        [*COMMAND, "-N", "--socket", str(tmp / "socket"), *extra],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=err,
-    )
+@contextlib.contextmanager
+def foreground(tmp: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """``pyxenstored -N`` serving ``tmp/socket`` with ``env``; killed at the end."""
+    with open(tmp / "daemon.err", "wb") as err:
+        proc = subprocess.Popen(
+            [*COMMAND, "-N", "--socket", str(tmp / "socket")],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def stops_with_stopping(proc: subprocess.Popen[bytes], systemd: FakeSystemd) -> None:
+    """SIGTERM: STOPPING=1, then a clean exit."""
+    proc.send_signal(signal.SIGTERM)
+    assert systemd.wait_for("STOPPING")["STOPPING"] == "1"
+    assert proc.wait(10) == 0
 
 
 def test_ready_when_serving_then_stopping_at_sigterm(tmp: Path) -> None:
-    with fake_systemd(tmp) as systemd:
-        proc = start_foreground(tmp, clean_env(NOTIFY_SOCKET=systemd.path))
-        try:
-            ready = systemd.wait_for("READY")
-            assert ready["READY"] == "1"
-            assert ready["STATUS"] == f"serving {tmp / 'socket'}, 0 domains"
-            assert answers(str(tmp / "socket"))  # READY=1 means it serves, now
-            proc.send_signal(signal.SIGTERM)
-            assert systemd.wait_for("STOPPING")["STOPPING"] == "1"
-            assert proc.wait(10) == 0
-        finally:
-            proc.kill()
-            proc.wait()
+    with (
+        fake_systemd(tmp) as systemd,
+        foreground(tmp, clean_env(NOTIFY_SOCKET=systemd.path)) as proc,
+    ):
+        ready = systemd.wait_for("READY")
+        assert ready["READY"] == "1"
+        assert ready["STATUS"] == f"serving {tmp / 'socket'}, 0 domains"
+        assert answers(str(tmp / "socket"))  # READY=1 means it serves, now
+        stops_with_stopping(proc, systemd)
         assert "WATCHDOG" not in str(systemd.messages)  # nobody asked for it
 
 
 def test_watchdog_every_half_interval(tmp: Path) -> None:
     with fake_systemd(tmp) as systemd:
         env = clean_env(NOTIFY_SOCKET=systemd.path, WATCHDOG_USEC="100000")
-        proc = start_foreground(tmp, env)
-        try:
+        with foreground(tmp, env) as proc:
             systemd.wait_for("READY")
             t0 = time.monotonic()
             for _ in range(4):
                 assert systemd.wait_for("WATCHDOG", 5)["WATCHDOG"] == "1"
             assert time.monotonic() - t0 < 2.0  # every 0.05 s, with much slack
-            proc.send_signal(signal.SIGTERM)
-            assert systemd.wait_for("STOPPING")["STOPPING"] == "1"
-            assert proc.wait(10) == 0
-        finally:
-            proc.kill()
-            proc.wait()
+            stops_with_stopping(proc, systemd)
 
 
 def test_no_watchdog_when_systemd_watches_another_pid(tmp: Path) -> None:
     with fake_systemd(tmp) as systemd:
         env = clean_env(NOTIFY_SOCKET=systemd.path, WATCHDOG_USEC="20000", WATCHDOG_PID="1")
-        proc = start_foreground(tmp, env)
-        try:
+        with foreground(tmp, env):
             systemd.wait_for("READY")
             time.sleep(0.3)
             assert not [m for m in systemd.pending() if "WATCHDOG" in m]
-        finally:
-            proc.kill()
-            proc.wait()
 
 
 def test_a_broken_notify_socket_does_not_stop_the_daemon(tmp: Path, pids: Pids) -> None:
     env = clean_env(NOTIFY_SOCKET=str(tmp / "nobody-listens"), WATCHDOG_USEC="20000")
-    result = run(
-        "--socket",
-        str(tmp / "socket"),
-        "--pid-file",
-        str(tmp / "pid"),
-        "--log-file",
-        str(tmp / "log"),
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr
-    pid = pids.add(int((tmp / "pid").read_text()))
+    pid, _ = start_detached(tmp, pids, env=env)
     time.sleep(0.2)
     assert alive(pid) and answers(str(tmp / "socket"))
     assert pids.stop(pid)
 
 
 def test_detached_daemon_is_ready_before_the_command_returns(tmp: Path, pids: Pids) -> None:
-    """What Debian's xenstored.service relies on: READY=1 from the serving process
+    """What upstream Xen's xenstored.service relies on: READY=1 from the serving process
     (NotifyAccess=all), sent before launch-xenstore goes on."""
     with fake_systemd(tmp) as systemd:
-        env = clean_env(NOTIFY_SOCKET=systemd.path)
-        result = run(
-            "--socket",
-            str(tmp / "socket"),
-            "--pid-file",
-            str(tmp / "pid"),
-            "--log-file",
-            str(tmp / "log"),
-            env=env,
-        )
-        assert result.returncode == 0, result.stderr
-        pid = pids.add(int((tmp / "pid").read_text()))
+        pid, _ = start_detached(tmp, pids, env=clean_env(NOTIFY_SOCKET=systemd.path))
         queued = systemd.pending()
         assert any(m.get("READY") == "1" for m in queued), queued
         assert pids.stop(pid)
