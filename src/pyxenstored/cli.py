@@ -73,13 +73,15 @@ def _c_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="serve no Xen rings (the same as --xen none)",
     )
-    g.add_argument("-p", "--priv-domid", type=int, default=0, help="the privileged domain")
+    g.add_argument(
+        "-p", "--priv-domid", type=int, default=0, metavar="DOMID", help="the privileged domain"
+    )
     g.add_argument(
         "-m",
         "--master-domid",
         type=int,
         metavar="DOMID",
-        help="the domain dom0's own ring belongs to (only 0 is supported)",
+        help="the domain dom0's own ring belongs to (accepted; it is served as domain 0)",
     )
     g.add_argument(
         "-e",
