@@ -73,6 +73,15 @@ class Pids:
         self.pids.append(pid)
         return pid
 
+    def adopt(self, pid_file: Path) -> int | None:
+        """The pid in ``pid_file`` (if any), stopped at teardown. Call it before any
+        assertion, so that a failing test leaves no daemon behind."""
+        try:
+            text = pid_file.read_text().strip()
+        except OSError:
+            return None
+        return self.add(int(text)) if text.isdigit() else None
+
     def stop(self, pid: int, timeout: float = 10.0) -> bool:
         """SIGTERM, then wait until it is gone; True if it went by itself."""
         with contextlib.suppress(ProcessLookupError):
@@ -161,6 +170,7 @@ def start_detached(
         "--socket", str(tmp / "socket"), "--pid-file", str(tmp / "pid"),
         "--log-file", str(tmp / "log"), *extra, env=env,
     )  # fmt: skip
+    pid = pids.adopt(tmp / "pid")
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
-    return pids.add(int((tmp / "pid").read_text())), result.stdout
+    assert result.stderr == "" and pid is not None
+    return pid, result.stdout

@@ -47,9 +47,9 @@ def test_relative_paths_survive_the_chdir(tmp: Path, pids: Pids) -> None:
         "--socket", "socket", "--pid-file", "pid", "--log-file", "log", "-T", "trace",
         cwd=tmp,
     )  # fmt: skip
+    pid = pids.adopt(tmp / "pid")
     assert result.returncode == 0, result.stderr
-    pid = pids.add(int((tmp / "pid").read_text()))
-    assert answers(str(tmp / "socket"))
+    assert pid is not None and answers(str(tmp / "socket"))
     assert pids.stop(pid)
     assert "WRITE" in (tmp / "trace").read_text()
     assert "ready" in (tmp / "log").read_text()

@@ -56,9 +56,10 @@ def _open_files_limit() -> int:
 class Host:
     """The script and everything it reads or writes, in one temporary directory."""
 
-    def __init__(self, directory: Path, booted: bool, poll_seconds: int = 30) -> None:
+    def __init__(self, directory: Path, pids: Pids, booted: bool, poll_seconds: int = 30) -> None:
         _prerequisites()
         self.dir = directory
+        self.pids = pids
         text = SCRIPT.read_text().replace("local timeout=30", f"local timeout={poll_seconds}")
         for old, new in REWRITES.items():
             text = text.replace(old, new.format(d=directory))
@@ -99,14 +100,15 @@ class Host:
             timeout=60,
             check=False,
         )
+        self.pids.adopt(self.pid_file)
         return result, time.monotonic() - t0
 
     def daemon_pid(self) -> int:
         return int(self.pid_file.read_text())
 
 
-def check_serving(host: Host, pids: Pids) -> int:
-    pid = pids.add(host.daemon_pid())
+def check_serving(host: Host) -> int:
+    pid = host.daemon_pid()
     assert alive(pid)
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     assert str(PYXENSTORED).encode() in cmdline and str(host.pid_file).encode() in cmdline
@@ -119,7 +121,7 @@ def check_serving(host: Host, pids: Pids) -> int:
 
 
 def test_launch_xenstore_under_systemd(tmp: Path, pids: Pids) -> None:
-    host = Host(tmp, booted=True)
+    host = Host(tmp, pids, booted=True)
     systemd = FakeSystemd(str(tmp / "notify"))
     try:
         result, _ = host.launch(NOTIFY_SOCKET=systemd.path)
@@ -128,7 +130,7 @@ def test_launch_xenstore_under_systemd(tmp: Path, pids: Pids) -> None:
         # READY=1 came from the daemon before the script went on (the unit's start).
         ready = [m for m in systemd.pending() if m.get("READY") == "1"]
         assert ready and ready[0]["STATUS"].startswith(f"serving {host.socket}")
-        pid = check_serving(host, pids)
+        pid = check_serving(host)
         assert pids.stop(pid)
         assert systemd.wait_for("STOPPING")["STOPPING"] == "1"
     finally:
@@ -138,7 +140,7 @@ def test_launch_xenstore_under_systemd(tmp: Path, pids: Pids) -> None:
 
 
 def test_launch_xenstore_polling_for_the_pid_file(tmp: Path, pids: Pids) -> None:
-    host = Host(tmp, booted=False)
+    host = Host(tmp, pids, booted=False)
     result, elapsed = host.launch()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Could not start" not in result.stdout
@@ -146,7 +148,7 @@ def test_launch_xenstore_polling_for_the_pid_file(tmp: Path, pids: Pids) -> None
     # per second of polling would follow its "...").
     assert result.stdout == f"Starting {PYXENSTORED}...\n"
     assert elapsed < 20
-    pid = check_serving(host, pids)
+    pid = check_serving(host)
     # Run again, as systemd may: the pid file says a xenstored is up, nothing starts.
     again, _ = host.launch()
     assert again.returncode == 0 and "Starting" not in again.stdout
@@ -155,8 +157,8 @@ def test_launch_xenstore_polling_for_the_pid_file(tmp: Path, pids: Pids) -> None
     assert not host.pid_file.exists()
 
 
-def test_launch_xenstore_reports_a_daemon_that_cannot_start(tmp: Path) -> None:
-    host = Host(tmp, booted=False, poll_seconds=2)  # its 30 s of polling, shortened
+def test_launch_xenstore_reports_a_daemon_that_cannot_start(tmp: Path, pids: Pids) -> None:
+    host = Host(tmp, pids, booted=False, poll_seconds=2)  # its 30 s of polling, shortened
     (tmp / "blocker").write_text("")  # the socket's directory cannot be created
     commons = (tmp / "xencommons").read_text()
     (tmp / "xencommons").write_text(commons.replace(str(host.socket), f"{tmp}/blocker/s"))
@@ -193,9 +195,9 @@ def test_debian_init_script_start_line(tmp: Path, pids: Pids) -> None:
     ]  # fmt: skip
     env = clean_env(PATH=os.environ.get("PATH", "/usr/bin:/bin"))
     result = subprocess.run(line, env=env, capture_output=True, text=True, timeout=60)
+    pid = pids.adopt(pid_file)
     assert result.returncode == 0, result.stderr
-    pid = pids.add(int(pid_file.read_text()))
-    assert alive(pid)
+    assert pid is not None and alive(pid)
     reader = shutil.which("xenstore-read")
     if reader is not None:  # the script's own readiness test, at once
         probe = subprocess.run(
