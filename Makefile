@@ -19,7 +19,7 @@ run: venv
 	@mkdir -p $(dir $(SOCKET))
 	@echo "pyxenstored: serving $(SOCKET)"
 	@echo "point the xenstore tools at it with:  export XENSTORED_PATH=$(SOCKET)"
-	$(PY) -m pyxenstored --socket $(SOCKET)
+	$(PY) -m pyxenstored -N --socket $(SOCKET)
 
 lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks realxen
