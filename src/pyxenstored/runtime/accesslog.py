@@ -61,8 +61,10 @@ class AccessLog:
         outcome = body[:-1].decode("ascii", "replace") if rop == _ERROR else "OK"
         if self.replies is not None and outcome not in self.replies:
             return
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
         line = (
-            f"{time.strftime('%Y-%m-%d %H:%M:%S')} conn={conn.id} dom{conn.caller.domid} "
+            f"{stamp}.{int(now * 1000) % 1000:03d} conn={conn.id} dom{conn.caller.domid} "
             f"tx={packet.tx_id} {op_name} req={packet.req_id} {_show(packet.payload)}"
             f" -> {_OPS.get(rop, str(rop))} {_show(body)}"
         )
