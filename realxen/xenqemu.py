@@ -475,6 +475,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=900.0)
     p.add_argument("--guests", type=int, default=8)
     p.add_argument("--quiet", action="store_true", help="do not echo dom0's console")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PXS_NAME=VALUE",
+        help="a setting handed to dom0 (e.g. PXS_XENSTORED_ARGS='-T /var/log/xen/trace')",
+    )
     args = p.parse_args(argv)
     reason = why_not_here()
     if reason:
@@ -491,6 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scenarios=args.scenarios.split(","),
         timeout=args.timeout,
         guests=args.guests,
+        extra=dict(item.split("=", 1) for item in args.set),
     )
     result = boot(images, out.resolve(), settings, echo=not args.quiet)
     for name in settings.scenarios:

@@ -40,6 +40,8 @@ xs_wait() {
     done
 }
 
+# cpu_seconds PID: user + system CPU time the process has used so far
+cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
 daemon_alive() { [ -f /run/xen/xenstored.pid ] && kill -0 "$(cat /run/xen/xenstored.pid)" 2>/dev/null; }
 answering() { timeout 10 xenstore-read / >/dev/null 2>&1; }
 is_pyxenstored() { [ "$PXS_DAEMON" = pyxenstored ]; }
@@ -65,11 +67,12 @@ guest_cfg() {
     } > "$cfg"
     echo "$cfg"
 }
-# create NAME [LINE...]: xl create, bounded (120 s); sets CREATE_S; log in xl-create-NAME.log
+# create NAME [LINE...]: xl create, bounded (120 s), at niceness $CREATE_NICE (default 0);
+# sets CREATE_S; log in xl-create-NAME.log
 create() {
     local name=$1 cfg t0 rc; cfg=$(guest_cfg "$@")
     t0=$(uptime_s)
-    timeout 120 xl -v create "$cfg" > "$PXS_SCENARIO_DIR/xl-create-$name.log" 2>&1; rc=$?
+    timeout 120 nice -n "${CREATE_NICE:-0}" xl -v create "$cfg" > "$PXS_SCENARIO_DIR/xl-create-$name.log" 2>&1; rc=$?
     CREATE_S=$(elapsed "$t0")
     if [ $rc = 0 ]; then log "xl create $name: ok in ${CREATE_S}s, domid $(domid "$name")"
     else log "xl create $name: rc=$rc after ${CREATE_S}s"; tail -5 "$PXS_SCENARIO_DIR/xl-create-$name.log" | sed "s/^/  xl: /"

@@ -22,6 +22,7 @@ mount -t devpts -o ptmxmode=666,gid=5,mode=620 devpts /dev/pts  # xenconsoled's 
 mount -t tmpfs tmpfs /dev/shm
 mount -t xenfs xenfs /proc/xen || log "xenfs mount failed"
 mount -t tmpfs tmpfs /run
+rm -rf /var/log/xen  # the host's own logs (this is its /, under an overlay) are not ours
 mkdir -p /run/xen /run/xenstored /run/lock /run/xen-hotplug /var/log/xen /var/lib/xen "$PXS_SCRATCH"
 # what udev would make; the hotplug scripts' locking stats /dev/stdin
 ln -sf /proc/self/fd /dev/fd
@@ -42,6 +43,8 @@ esac
 {
     grep -v '^XENSTORED=' /etc/default/xencommons 2>/dev/null
     echo "XENSTORED=$XENSTORED"
+    # a debugging knob only (e.g. "-T /var/log/xen/xenstored-trace.log"); the suite sets none
+    [ -n "${PXS_XENSTORED_ARGS:-}" ] && echo "XENSTORED_ARGS=\"$PXS_XENSTORED_ARGS\""
 } > "$PXS_SCRATCH/xencommons"
 cp "$PXS_SCRATCH/xencommons" /etc/default/xencommons
 started=0

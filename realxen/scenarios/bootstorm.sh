@@ -3,8 +3,22 @@
 # round trip completes, and pyxenstored answers no EAGAIN (its statistics nodes).
 source "$PXS_HOME/dom0/lib.sh"
 n=${PXS_GUESTS:-8}
+# Under TCG, building a domain is CPU-bound for seconds (it is milliseconds on hardware), so
+# n parallel `xl create` starve xenconsoled, which serves one console at a time, and libxl
+# gives up on a console tty after 10 s. The builders run at a lower priority, for every
+# daemon alike, so that what is measured is xenstored, not the emulated CPU.
+CREATE_NICE=10
 refused_before=$(stat_value transactions/refused)
 committed_before=$(stat_value transactions/committed)
+daemon_pid=$(cat /run/xen/xenstored.pid)
+cpu_before=$(cpu_seconds "$daemon_pid")
+top -b -d 2 -n 60 > "$PXS_SCENARIO_DIR/top.log" 2>&1 &
+sampler=$!
+if [ -n "${PXS_PROFILE:-}" ] && [ -x "$PXS_CHECKOUT/.venv/bin/py-spy" ] && is_pyxenstored; then
+    # a debugging knob: where the daemon's CPU goes during the storm (collapsed stacks)
+    "$PXS_CHECKOUT/.venv/bin/py-spy" record --nonblocking --format raw -r 50 -d 60 \
+        -o "$PXS_SCENARIO_DIR/profile.txt" --pid "$daemon_pid" > "$PXS_SCENARIO_DIR/py-spy.log" 2>&1 &
+fi
 t0=$(uptime_s)
 one() {  # one guest: create, wait for its first write, round trip, gone; times in bs$1.times
     local name=bs$1 s=$(uptime_s)
@@ -20,6 +34,8 @@ for i in $(seq 1 "$n"); do one "$i" & pids="$pids $!"; done
 failed=0
 for p in $pids; do wait "$p" || failed=$((failed + 1)); done
 figure wall_s "$(elapsed "$t0")"
+kill $sampler 2>/dev/null
+figure daemon_cpu_s "$(awk -v a="$cpu_before" -v b="$(cpu_seconds "$daemon_pid")" 'BEGIN { printf "%.1f", b - a }')"
 figure guests "$n"
 times=$(cat "$PXS_SCRATCH"/bs*.times 2>/dev/null | awk '{ print $2 }' | sort -n)
 figure create_to_first_write_median_s "$(echo "$times" | awk '{ a[NR] = $1 } END { if (NR) print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }')"
