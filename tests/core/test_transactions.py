@@ -5,6 +5,10 @@ observed on C xenstored 4.17."""
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from pyxenstored.protocol.wire import Op
 
 from .harness import OK, Harness, events, run_table, z
@@ -285,3 +289,21 @@ def test_create_then_delete_in_one_transaction_keeps_counts_exact() -> None:
     assert h.engine.tree.owner_count.get(5, 0) == before.get(5, 0) + 1
     assert h.call("d5", Op.DIRECTORY, "a|") == b""
     assert h.engine.check() == []
+
+
+def test_eagain_names_the_changed_observation_in_the_debug_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An operator reading a debug log learns which observed path broke a commit."""
+    caplog.set_level(logging.DEBUG, logger="pyxenstored.engine")
+    run_table(
+        [
+            ("s", 0, Op.WRITE, "/t/a|v", OK),
+            ("s", 0, Op.TRANSACTION_START, "|", b"1\0"),
+            ("s", 1, Op.READ, "/t/a|", b"v"),
+            ("o", 0, Op.WRITE, "/t/a|changed", OK),
+            ("s", 1, Op.WRITE, "/t/b|v", OK),
+            ("s", 1, Op.TRANSACTION_END, "T|", "EAGAIN"),
+        ]
+    )
+    assert "domain 0: EAGAIN, observations changed: /t/a" in caplog.text

@@ -403,6 +403,12 @@ class Engine(QuotaAccounting, DomainLifecycle):
             if guard.history:
                 guard.blame(txn.start_changes, caller.domid, txn.failures(self.conflicts))
                 self._trim_history()
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "domain %d: EAGAIN, observations changed: %s",
+                    caller.domid,
+                    " ".join(txn.failures(self.conflicts)[:8]) or "(the transaction was doomed)",
+                )
             raise Again()
         if not txn.ops:
             self.stats["commits"] += 1
@@ -421,6 +427,7 @@ class Engine(QuotaAccounting, DomainLifecycle):
             self.stats["conflicts"] += 1
             if err.name in ("ENOSPC", "ENOMEM"):
                 raise
+            log.debug("domain %d: EAGAIN, a request failed on replay: %s", caller.domid, err)
             raise Again() from None
         finally:
             self._deferred = None
