@@ -32,6 +32,13 @@ def _prune(outputs: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _prune_images(folder: Path, keep: Path) -> None:
+    """Image sets built for older inputs go (each is ~100 MB)."""
+    for old in folder.glob("*"):
+        if old.is_dir() and old != keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def selected_scenarios() -> list[str]:
     chosen = os.environ.get("PXS_SCENARIOS")
     return chosen.split(",") if chosen else list(xenqemu.SCENARIOS)
@@ -54,6 +61,7 @@ def booted(daemon: str) -> Iterator[xenqemu.Boot]:
     cache.mkdir(parents=True, exist_ok=True)
     xenqemu.install_packages(cache / "apt.log")
     images = xenqemu.build_images(cache)
+    _prune_images(cache / "images", keep=images.folder)
     outputs = cache / "out"
     outputs.mkdir(exist_ok=True)
     _prune(outputs)

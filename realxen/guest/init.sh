@@ -12,6 +12,7 @@
 #     keepwatch  leave a watch on data set (a background xenstore-watch) and keep it when
 #              the guest dies: the daemon must drop it with the domain
 #     bye      write data/result (PASS or FAIL so far), wait for data/bye
+#     halt     wait for data/halt (dom0 says when to power off)
 #   pxs_wait=60    seconds each wait may take
 # Then power off. Console: "GUEST step NAME ok|FAIL ...", last "GUEST-RESULT PASS|FAIL".
 /bin/busybox --install -s /bin
@@ -63,6 +64,7 @@ for step in $(echo "${pxs_steps:-hello,ack,bye}" | tr ',' ' '); do
             else bad probes "no data/go$i"; break; fi
             i=$((i + 1))
         done ;;
+    halt) poll "$WAIT" xenstore-exists data/halt && ok halt || bad halt "no data/halt in ${WAIT}s" ;;
     keepwatch)
         xenstore-watch data >/dev/null 2>&1 &
         sleep 1
