@@ -34,7 +34,7 @@ IO_MODULES = frozenset(
         "importlib",
     }
 )
-PURE_LAYERS = ["protocol", "store", "core", "liveconfig"]
+PURE_LAYERS = ["protocol", "store", "core", "liveconfig", "state"]
 
 #: Which parts of the package each layer may import (besides itself and the stdlib).
 ALLOWED: dict[str, frozenset[str]] = {
@@ -43,10 +43,14 @@ ALLOWED: dict[str, frozenset[str]] = {
     "store": frozenset({"errors", "protocol"}),
     "core": frozenset({"errors", "protocol", "store"}),
     "liveconfig": frozenset({"errors", "protocol", "store", "core"}),
+    # The state stream and the engine's state as its records (live update, journal).
+    "state": frozenset({"errors", "protocol", "store", "core", "liveconfig"}),
     # The ring channel of the client reuses the pure ring arithmetic, nothing else.
     "client": frozenset({"errors", "protocol", "transports.ring"}),
     "transports": frozenset({"errors", "protocol"}),
-    "runtime": frozenset({"errors", "protocol", "store", "core", "liveconfig", "transports"}),
+    "runtime": frozenset(
+        {"errors", "protocol", "store", "core", "liveconfig", "state", "transports"}
+    ),
 }
 
 
