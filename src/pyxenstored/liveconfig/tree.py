@@ -29,6 +29,7 @@ from ..core.transactions import COALESCE
 from ..errors import Invalid, NoEntry, PermissionDenied
 from ..protocol.perms import NONE
 from ..protocol.wire import Op
+from ..store.node import Node
 from .kinds import integer
 from .registry import Registry
 from .stats import LiveNode
@@ -58,15 +59,28 @@ def _text(value: bytes) -> str:
 class ConfigTree:
     """Keeps the registry and the nodes under /tool/xenstored/ in step, both ways."""
 
-    def __init__(self, engine: Engine, registry: Registry) -> None:
+    def __init__(self, engine: Engine, registry: Registry, *, adopt: bool = False) -> None:
+        """Attach live configuration to ``engine``.
+
+        With ``adopt`` (an engine restored by ``state.snapshot``), the configuration
+        already in the tree wins: every setting node holding a valid value becomes the
+        registry's value (start values, from the command line say, fill in only what the
+        tree lacks or holds invalid), and quota classes, per-domain overrides and
+        domain classes come from their nodes (the default classes only if the tree has
+        no ``class`` directory). Nodes that already say the right thing are not written
+        again: their generations stay, no watch fires, nothing is applied twice.
+        """
         self.engine = engine
         self.registry = registry
         self._perms = ((NONE, engine.priv_domid),)
         self._from_tree = False
         registry.listeners.append(self._setting_changed)
-        for cls, values in DEFAULT_CLASSES.items():
-            for q, v in values.items():
-                engine.quotas.set_class_value(cls, q, v)
+        #: nodes that already hold their value (adopted): _install leaves them alone
+        self._kept: set[str] = self._adopt() if adopt else set()
+        if not adopt or CONFIG_PREFIX + "class" not in engine.tree.nodes:
+            for cls, values in DEFAULT_CLASSES.items():
+                for q, v in values.items():
+                    engine.quotas.set_class_value(cls, q, v)
         for name, value in registry.values.items():
             self.apply(name, value)
         self._install()
@@ -76,26 +90,77 @@ class ConfigTree:
     def _install(self) -> None:
         e = self.engine
         for name in self.registry.specs:
-            e.system_write(CONFIG_PREFIX + name, self.registry.format(name).encode())
+            self._ensure(CONFIG_PREFIX + name, self.registry.format(name).encode())
         for cls, values in e.quotas.classes.items():
             for q, v in values.items():
-                e.system_write(f"{CONFIG_PREFIX}class/{cls}/quota/{q}", b"%d" % v)
-        e.system_write(CONFIG_PREFIX + "domain", b"")
+                self._ensure(f"{CONFIG_PREFIX}class/{cls}/quota/{q}", b"%d" % v)
+        self._ensure(CONFIG_PREFIX + "domain", b"")
         for name, compute in self._counters().items():
             self.add_stat(name, compute)
 
+    def _ensure(self, path: str, value: bytes) -> None:
+        """Write ``path`` as the daemon unless it already holds ``value`` or was
+        adopted as it is (it may spell the value differently: ``1`` for ``on``)."""
+        node = self.engine.tree.nodes.get(path)
+        if path in self._kept or (node is not None and node.value == value):
+            return
+        self.engine.system_write(path, value)
+
+    def _adopt(self) -> set[str]:
+        """Take settings, quota classes, overrides and domain classes from the tree;
+        return the paths of the nodes taken."""
+        nodes = self.engine.tree.nodes
+        registry = self.registry
+        kept: set[str] = set()
+        for name in registry.specs:
+            path = CONFIG_PREFIX + name
+            node = nodes.get(path)
+            if node is None:
+                continue
+            try:
+                registry.values[name] = registry.parse(name, _text(node.value))
+            except Invalid:
+                continue  # _install writes the start value over it
+            kept.add(path)
+        # Classes first: a domain's class must name one that exists.
+        for rel in ("class", "domain"):
+            for path, node in self._subtree(CONFIG_PREFIX + rel):
+                try:
+                    self.check_write(self.engine._self, path, node.value)
+                except (Invalid, PermissionDenied):
+                    continue  # not ours, or not valid: left as it is, never applied
+                self.written(path, node.value)
+                kept.add(path)
+        return kept
+
+    def _subtree(self, top: str) -> list[tuple[str, Node]]:
+        """``top`` and the nodes below it, parents first."""
+        nodes = self.engine.tree.nodes
+        found: list[tuple[str, Node]] = []
+        stack = [top]
+        while stack:
+            path = stack.pop()
+            node = nodes.get(path)
+            if node is None:
+                continue
+            found.append((path, node))
+            stack.extend(f"{path}/{name}" for name in reversed(node.children))
+        return found
+
     def add_stat(self, name: str, compute: Callable[[], str]) -> None:
-        """Publish a read-only counter at ``stats/<name>`` (the runtime adds its own)."""
+        """Publish a read-only counter at ``stats/<name>`` (the runtime adds its own).
+
+        A node already there (a restored snapshot of the counter) is made computed in
+        place, keeping its generation."""
         e = self.engine
         path = CONFIG_PREFIX + "stats/" + name
         parent = path[: path.rfind("/")]
         if parent not in e.tree.nodes:
             e.system_write(parent, b"")
         tree = e.tree
-        if path in tree.nodes:
-            tree.remove(path)
-        tree.create(path, b"", self._perms)
-        tree.nodes[path] = LiveNode(compute, self._perms)
+        if path not in tree.nodes:
+            tree.create(path, b"", self._perms)
+        tree.replace(path, LiveNode(compute, self._perms))
 
     def _counters(self) -> dict[str, Callable[[], str]]:
         e = self.engine

@@ -55,6 +55,17 @@ class PacketReader:
         """Forget any partial packet (ring reconnection, INTRODUCE)."""
         self._buf = b""
 
+    @property
+    def pending_data(self) -> bytes:
+        """The bytes received but not yet part of a complete packet (state dumps)."""
+        return self._buf
+
+    def preload(self, data: bytes) -> None:
+        """Start from ``data`` as if it had been received (state restore). Complete
+        packets in it come out of the next :meth:`feed` (``feed(b"")`` will do)."""
+        self._buf = bytes(data)
+        self.error = ""
+
     def feed(self, data: bytes) -> list[Packet]:
         """Add ``data`` and return every packet completed by it, in order.
 

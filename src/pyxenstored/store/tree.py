@@ -128,6 +128,18 @@ class Tree:
     def implicit(self, path: str, perms: Perms) -> None:
         """Only transaction views care which parents a write created implicitly."""
 
+    def replace(self, path: str, node: Node) -> None:
+        """Put ``node`` at the existing ``path`` in place of its node, keeping the
+        generation, the child list and the owner accounts exact (live configuration
+        swaps a restored statistics node for a computed one). Not a change: no stamp."""
+        old = self.nodes[path]
+        node.gen = old.gen
+        node.children = old.children
+        if path[:1] != "@":
+            self._charge(path, old, -1)
+            self._charge(path, node, 1)
+        self.nodes[path] = node
+
     def create_special(self, path: str, perms: Perms) -> None:
         """Create an ``@`` node, outside the tree."""
         self.nodes[path] = Node(b"", perms, gen=self.gen)
