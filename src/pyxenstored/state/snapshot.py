@@ -77,6 +77,7 @@ DOMAIN_DATA: it keeps the quotas of its own command line.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,8 +122,12 @@ from .stream import (
     WatchDataExtended,
     decode,
     encode,
+    paused_gc,
     record_name,
 )
+
+#: One path component (protocol.paths' character set).
+_NAME = re.compile(r"[A-Za-z0-9_@\-]+\Z")
 
 __all__ = [
     "Adopted",
@@ -254,10 +259,16 @@ class _Dumper:
         self.conns: list[dict[str, Any]] = []
         self.txns: list[dict[str, Any]] = []
         self.ids: dict[int, int] = {}  # engine connection id -> stream conn-id
+        self.owners: dict[Perms, tuple[Perm, ...]] = {}  # owner-only lists, converted
 
     def perms(self, perms: Perms, gen: int, record_index: int) -> tuple[Perm, ...]:
         """Stream permissions: stale grants flagged; a domid beyond 16 bits becomes
         DOMID_INVALID flagged stale (it can grant nothing), exact in the private record."""
+        if len(perms) == 1 and perms[0][1] <= 0xFFFF:  # no grant: nothing can be stale
+            owner = self.owners.get(perms)
+            if owner is None:
+                owner = self.owners[perms] = (Perm(*perms[0]),)
+            return owner
         out = []
         wide = False
         for i, (mode, domid) in enumerate(perms):
@@ -430,6 +441,19 @@ def dump(
     """
     if version not in (1, 2):
         raise ValueError(f"unsupported state stream version {version}")
+    with paused_gc():
+        return _dump(engine, version, handover, transactions, pending_nodes, listen_fd, evtchn_fd)
+
+
+def _dump(
+    engine: Engine,
+    version: int,
+    handover: Callable[[Connection], Handover | None] | None,
+    transactions: bool,
+    pending_nodes: bool,
+    listen_fd: int,
+    evtchn_fd: int,
+) -> list[Record]:
     d = _Dumper(engine, version, handover)
     e = engine
     d.records.append(GlobalData(listen_fd, evtchn_fd))
@@ -487,6 +511,8 @@ class _Restorer:
         self.conns: dict[int, tuple[Connection | None, Adopted]] = {}
         self.conn_x: dict[int, dict[str, Any]] = {}
         self.txns: set[tuple[int, int]] = set()
+        #: permission lists converted so far (nodes share them, as the engine's do)
+        self.perm_lists: dict[tuple[Perm, ...], Perms] = {}
 
     @staticmethod
     def bad(index: int, rec: Record, what: str) -> StateStreamError:
@@ -550,14 +576,20 @@ class _Restorer:
     def perms(self, index: int, rec: NodeData, wide: dict[int, Perms], n: int) -> Perms:
         if n in wide:
             return wide[n]
+        perms = self.perm_lists.get(rec.perms)
+        if perms is not None:
+            return perms
         if not rec.perms:
             raise self.bad(index, rec, f"{rec.path} has no permissions")
         if self.x is not None:
-            return tuple((p.mode, p.domid) for p in rec.perms)
-        # C's stale flag: such a grant is never shown nor honoured by C; drop it.
-        owner = rec.perms[0]
-        grants = ((p.mode, p.domid) for p in rec.perms[1:] if not p.stale)
-        return ((owner.mode, owner.domid), *grants)
+            perms = tuple((p.mode, p.domid) for p in rec.perms)
+        else:
+            # C's stale flag: such a grant is never shown nor honoured by C; drop it.
+            owner = rec.perms[0]
+            grants = ((p.mode, p.domid) for p in rec.perms[1:] if not p.stale)
+            perms = ((owner.mode, owner.domid), *grants)
+        self.perm_lists[rec.perms] = perms
+        return perms
 
     def tree(self) -> None:
         e = self.e
@@ -591,18 +623,21 @@ class _Restorer:
                 if rec.value:
                     tree.set_value("/", rec.value)
                 continue
-            _check_path(self, i, rec, path)
             if path in nodes:
                 raise self.bad(i, rec, f"{path} recorded twice")
             if path[:1] == "@":
+                _check_special(self, i, rec, path)
                 tree.create_special(path, perms)
                 nodes[path].value = rec.value
                 continue
+            # The parent was checked before (or is "/"): only the last name is left.
             cut = path.rfind("/")
             parent = path[:cut] if cut > 0 else "/"
+            if cut < 0 or (cut and path[cut - 1] == "/") or not _NAME.match(path, cut + 1):
+                raise self.bad(i, rec, f"bad path {path!r}")
             if parent not in nodes:
                 raise self.bad(i, rec, f"the parent of {path} is not recorded before it")
-            tree.create(path, rec.value, perms)
+            tree.attach(path, rec.value, perms, 0)
         # Generations: exactly as they were, or handed out in stream order as C does.
         for n, (_, rec) in enumerate(committed):
             nodes[rec.path].gen = gens[n] if gens is not None else n + 1
@@ -839,10 +874,10 @@ def _name(rec: Record) -> str:
     return type(rec).__name__
 
 
-def _check_path(r: _Restorer, i: int, rec: NodeData, path: str) -> None:
-    """A committed node's path must be canonical, absolute or special."""
+def _check_special(r: _Restorer, i: int, rec: NodeData, path: str) -> None:
+    """A special node's path must be canonical."""
     try:
-        ok = canonicalize(path.encode("ascii"), "", True, 0) == path and path[:1] in "/@"
+        ok = canonicalize(path.encode("ascii"), "", True, 0) == path
     except (Invalid, UnicodeEncodeError):
         ok = False
     if not ok:
@@ -886,7 +921,8 @@ def restore(records: Iterable[Record], engine: Engine | None = None) -> Restored
     """
     engine = engine if engine is not None else Engine()
     _fresh(engine)
-    return _Restorer(engine, list(records)).run()
+    with paused_gc():
+        return _Restorer(engine, list(records)).run()
 
 
 def load(data: bytes, engine: Engine | None = None) -> Restored:

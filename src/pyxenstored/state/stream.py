@@ -54,8 +54,10 @@ never returns part of a stream and never raises anything else.
 
 from __future__ import annotations
 
+import gc
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -97,6 +99,7 @@ __all__ = [
     "WatchDataExtended",
     "decode",
     "encode",
+    "paused_gc",
     "record_name",
 ]
 
@@ -148,6 +151,20 @@ _MODE_LETTER = {NONE: ord("n"), READ: ord("r"), WRITE: ord("w"), BOTH: ord("b")}
 _LETTER_MODE = {v: k for k, v in _MODE_LETTER.items()}
 
 ByteOrder = Literal["little", "big"]
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection meanwhile: building 100k records or nodes would
+    otherwise trigger full collections that cost as much as the building itself.
+    (Nothing built here is cyclic; collection resumes as it was.)"""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def record_name(rtype: int) -> str:
@@ -479,22 +496,41 @@ def _quota_pairs(data: bytes, o: str, pos: int, end: int, count: int) -> list[tu
     return list(zip(_names(data, pos + 4 * count, end, count), values, strict=True))
 
 
-def _node(data: bytes, o: str, p: int, end: int) -> NodeData:
-    _need(p + 16, end, "the node header")
-    conn_id, tx_id, path_len, value_len, access, nperm = struct.unpack_from(f"{o}IIHHHH", data, p)
-    q = p + 16
-    _need(q + 4 * nperm + path_len + value_len, end, "the permissions, path and value")
-    perms = []
+#: Permission lists already decoded, by their bytes and byte order: a store has few
+#: distinct lists, so most nodes share one tuple (and decoding skips the loop).
+_PERMS_SEEN: dict[tuple[str, bytes], tuple[Perm, ...]] = {}
+_NODE_HEAD = {o: struct.Struct(f"{o}IIHHHH").unpack_from for o in "<>"}
+
+
+def _perms(data: bytes, o: str, q: int, nperm: int) -> tuple[Perm, ...]:
+    key = (o, data[q : q + 4 * nperm])
+    perms = _PERMS_SEEN.get(key)
+    if perms is not None:
+        return perms
+    found = []
     for i in range(nperm):
         letter, flags, domid = struct.unpack_from(f"{o}BBH", data, q + 4 * i)
         mode = _LETTER_MODE.get(letter)
         if mode is None:
             raise _Bad(f"permission {i} has the unknown mode {letter:#04x}")
-        perms.append(Perm(mode, domid, bool(flags & _PERM_STALE)))
+        found.append(Perm(mode, domid, bool(flags & _PERM_STALE)))
+    perms = tuple(found)
+    if len(_PERMS_SEEN) >= 4096:
+        _PERMS_SEEN.clear()
+    _PERMS_SEEN[key] = perms
+    return perms
+
+
+def _node(data: bytes, o: str, p: int, end: int) -> NodeData:
+    _need(p + 16, end, "the node header")
+    conn_id, tx_id, path_len, value_len, access, nperm = _NODE_HEAD[o](data, p)
+    q = p + 16
+    _need(q + 4 * nperm + path_len + value_len, end, "the permissions, path and value")
+    perms = _perms(data, o, q, nperm) if nperm else ()
     q += 4 * nperm
     path = _ascii(_string(data, q, path_len, "path"), "path")
     q += path_len
-    return NodeData(path, data[q : q + value_len], tuple(perms), conn_id, tx_id, access)
+    return NodeData(path, data[q : q + value_len], perms, conn_id, tx_id, access)
 
 
 def _connection(data: bytes, o: str, p: int, end: int) -> ConnectionData:
@@ -596,6 +632,13 @@ def decode(data: bytes) -> tuple[Header, list[Record]]:
         raise StateStreamError(f"reserved flag bits set ({flags:#x})", 12, "HEADER")
     byteorder: ByteOrder = "big" if flags & 1 else "little"
     o = ">" if flags & 1 else "<"
+    with paused_gc():
+        return _records(data, Header(version, byteorder), o)
+
+
+def _records(data: bytes, header: Header, o: str) -> tuple[Header, list[Record]]:
+    size = len(data)
+    version = header.version
     head: Callable[[bytes, int], tuple[int, int]] = struct.Struct(f"{o}II").unpack_from
     records: list[Record] = []
     append = records.append
@@ -621,7 +664,7 @@ def decode(data: bytes) -> tuple[Header, list[Record]]:
         if rtype == END:
             if stop != size:
                 raise StateStreamError(f"{size - stop} bytes after END", pos, "END")
-            return Header(version, byteorder), records
+            return header, records
         try:
             append(_body(rtype, data, o, body, end, version))
         except _Bad as err:

@@ -128,6 +128,14 @@ class Tree:
     def implicit(self, path: str, perms: Perms) -> None:
         """Only transaction views care which parents a write created implicitly."""
 
+    def attach(self, path: str, value: bytes, perms: Perms, gen: int) -> None:
+        """Add a node under its existing parent as it was recorded (a state restore):
+        ``gen`` is kept, nothing is stamped, journaled or logged; accounts stay exact."""
+        parent = self.nodes[parent_of(path)]
+        parent.children[path[path.rfind("/") + 1 :]] = None
+        node = self.nodes[path] = Node(value, perms, gen=gen)
+        self._charge(path, node, 1)
+
     def replace(self, path: str, node: Node) -> None:
         """Put ``node`` at the existing ``path`` in place of its node, keeping the
         generation, the child list and the owner accounts exact (live configuration
