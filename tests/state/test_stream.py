@@ -327,3 +327,16 @@ def test_mangled_streams_raise_only_stream_errors(changes: list[tuple[int, int]]
         wire[where % len(wire)] = value
     with contextlib.suppress(StateStreamError):
         decode(bytes(wire))
+
+
+def test_c_422_extended_watch_layout_is_refused() -> None:
+    """C 4.22 writes WATCH_DATA_EXTENDED with the 8 bytes of WATCH_DATA's header (no
+    depth field) and a length counting 12: not the document's layout. Refused loudly
+    rather than read as a different path (docs/compatibility.md)."""
+    path, token = b"/local/domain/1/x\0", b"tok\0"
+    body = struct.pack("<IHH", 1, len(path), len(token)) + path + token
+    length = 12 + len(path) + len(token)
+    length += -length & 7
+    wire = HEADER_V2_LE + struct.pack("<II", 8, length) + body.ljust(length, b"\0") + END_LE
+    with pytest.raises(StateStreamError, match="WATCH_DATA_EXTENDED: watch path is not one"):
+        decode(wire)
