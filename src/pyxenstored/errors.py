@@ -9,6 +9,9 @@ becomes ``EIO`` and is logged. A name missing from the table is sent as ``EINVAL
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 __all__ = [
     "ERRNO_NAMES",
     "Again",
@@ -22,6 +25,7 @@ __all__ = [
     "NotPermitted",
     "PermissionDenied",
     "QuotaExceeded",
+    "ReplyLater",
     "TooBig",
     "Unsupported",
     "XenstoreError",
@@ -121,3 +125,17 @@ class TooBig(XenstoreError):
 
 class NotPermitted(XenstoreError):
     name = "EPERM"
+
+
+class ReplyLater(Exception):
+    """Not an error: the request is answered later, by whoever ``resume`` hands it to.
+
+    A handler raises it when the reply cannot be computed now (a live update answers
+    ``OK`` from the new process, or waits until transactions end). The engine then
+    queues no reply and calls ``resume(conn, packet)`` with the request's connection
+    and packet; the reply (or its absence) is the caller's business from then on.
+    """
+
+    def __init__(self, resume: Callable[[Any, Any], None]) -> None:
+        super().__init__("reply later")
+        self.resume = resume

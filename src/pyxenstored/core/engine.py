@@ -23,6 +23,7 @@ from ..errors import (
     NoMemory,
     PermissionDenied,
     QuotaExceeded,
+    ReplyLater,
     TooBig,
     Unsupported,
     XenstoreError,
@@ -203,6 +204,9 @@ class Engine(QuotaAccounting, DomainLifecycle):
                 after = None
                 raise TooBig()
             msg = _pack(op, req_id, tx_id, len(reply)) + reply
+        except ReplyLater as later:
+            later.resume(conn, packet)
+            return
         except XenstoreError as err:
             msg = _error_message(req_id, tx_id, err.name)
             if isinstance(err, QuotaExceeded):
