@@ -86,5 +86,17 @@ class XenBackend(Protocol):
     def domain_changes(self, known: set[int]) -> list[tuple[int, DomainState]]:
         """Domains among ``known`` (at least) that are now shut down or dead."""
 
+    def adopt_port(self, domid: int, port: int) -> None:
+        """Live update: the replaced process had bound ``port`` to ``domid``."""
+
+    def inheritable(self) -> list[int]:
+        """Descriptors to keep open across a live update's exec."""
+
+    def prepare_exec(self) -> None:
+        """Release what the new process will set up again (e.g. the VIRQ binding)."""
+
+    def undo_exec(self) -> None:
+        """The exec failed: take back what :meth:`prepare_exec` released."""
+
     def close(self) -> None:
         """Release every descriptor (mappings are closed by their owners first)."""

@@ -90,22 +90,28 @@ class SimXen:
 
     virq_port = VIRQ_PORT
 
-    def __init__(self, directory: str, ndoms: int | None = None) -> None:
+    def __init__(self, directory: str, ndoms: int | None = None, *, evtchn_fd: int = -1) -> None:
         self.dir = os.path.abspath(directory)
         if ndoms is None:
             ndoms = int(os.environ.get("FAKEXEN_NDOMS", "100"))
         self.ndoms = ndoms
         os.makedirs(self.dir, exist_ok=True)
         self._evtchn_path = os.path.join(self.dir, "evtchn")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._evtchn_path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            sock.bind(self._evtchn_path)
+        if evtchn_fd >= 0:
+            # Live update: the bound socket was inherited across exec, with every kick
+            # sent meanwhile still queued in it.
+            sock = socket.socket(fileno=evtchn_fd)
             sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._evtchn_path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            try:
+                sock.bind(self._evtchn_path)
+                sock.setblocking(False)
+            except BaseException:
+                sock.close()
+                raise
         self._sock = sock
         #: port -> a datagram socket connected to that guest's notify socket
         self._peers: dict[int, socket.socket] = {}
@@ -178,6 +184,24 @@ class SimXen:
         self._ports[port] = (domid, os.path.join(self.dir, f"notify.{domid}"))
         self._domain_port[domid] = port
         return port
+
+    def adopt_port(self, domid: int, port: int) -> None:
+        """Live update: ``port`` was bound to ``domid`` by the process we replaced."""
+        self._ports[port] = (domid, os.path.join(self.dir, f"notify.{domid}"))
+        self._domain_port[domid] = port
+        if port in self._free_ports:
+            self._free_ports.remove(port)
+        self._next_port = max(self._next_port, port + 1)
+
+    def inheritable(self) -> list[int]:
+        """Descriptors a live update keeps across exec (the evtchn socket)."""
+        return [self._sock.fileno()]
+
+    def prepare_exec(self) -> None:
+        """Nothing to release: the simulated VIRQ needs no binding."""
+
+    def undo_exec(self) -> None:
+        """Nothing was released."""
 
     def unbind(self, port: int) -> None:
         self._disconnect(port)

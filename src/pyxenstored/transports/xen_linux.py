@@ -336,11 +336,19 @@ class LinuxXen:
         xsd_port_path: str = XSD_PORT_PATH,
         ioctl: Ioctl = _ioctl,
         domains: Any = None,
+        evtchn_fd: int = -1,
     ) -> None:
         self._ioctl = ioctl
         self._xsd_kva_path = xsd_kva_path
         self._xsd_port_path = xsd_port_path
-        self._evtchn = os.open(evtchn_path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        if evtchn_fd >= 0:
+            # Live update: the event-channel device was inherited across exec with every
+            # domain's port still bound on it (VIRQ_DOM_EXC was unbound before exec).
+            self._evtchn = evtchn_fd
+            os.set_inheritable(evtchn_fd, False)
+            os.set_blocking(evtchn_fd, False)
+        else:
+            self._evtchn = os.open(evtchn_path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         self._gntdev = -1
         try:
             self._gntdev = os.open(gntdev_path, os.O_RDWR | os.O_CLOEXEC)
@@ -393,6 +401,24 @@ class LinuxXen:
     def bind_interdomain(self, domid: int, remote_port: int) -> int:
         req = EvtchnBindInterdomain(remote_domain=domid, remote_port=remote_port)
         return self._call(self._evtchn, IOCTL_EVTCHN_BIND_INTERDOMAIN, req)[0]
+
+    def adopt_port(self, domid: int, port: int) -> None:
+        """Live update: ``port`` is still bound on the inherited device; nothing to do."""
+
+    def inheritable(self) -> list[int]:
+        """Descriptors a live update keeps across exec (the event-channel device)."""
+        return [self._evtchn]
+
+    def prepare_exec(self) -> None:
+        """Before a live update's exec: release VIRQ_DOM_EXC, which the new process binds
+        again on the inherited device (as C xenstored does)."""
+        self.unbind(self.virq_port)
+
+    def undo_exec(self) -> None:
+        """The exec failed: bind VIRQ_DOM_EXC again."""
+        self.virq_port = self._call(
+            self._evtchn, IOCTL_EVTCHN_BIND_VIRQ, EvtchnBindVirq(virq=VIRQ_DOM_EXC)
+        )[0]
 
     def unbind(self, port: int) -> None:
         try:
