@@ -18,6 +18,7 @@ from .errors import XenstoreError
 from .liveconfig.coptions import translate
 from .liveconfig.registry import Registry
 from .runtime.daemon import Detached, Foreground, configure_logging, detach
+from .runtime.liveupdate import CAPABILITIES
 from .runtime.loops import LOOPS
 from .runtime.rings import XEN_MODES
 from .runtime.server import AlreadyRunning, Server, ServerConfig, StartupError, describe_error
@@ -125,7 +126,12 @@ def _c_options(p: argparse.ArgumentParser) -> None:
         action=_COption,
         help="accepted, ignored: a dead domain's nodes are always removed",
     )
-    g.add_argument("-U", "--live-update", action="store_true", help="not supported")
+    g.add_argument(
+        "-U",
+        "--live-update",
+        action="store_true",
+        help="start from a live update's state ($XENSTORED_RUNDIR/state_dump); never forks",
+    )
     g.add_argument("-R", "--no-recovery", action="store_true", help="not supported")
     g.add_argument("-H", action="help", help="the same as --help")
 
@@ -157,6 +163,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--list-settings",
         action="store_true",
         help="print every live setting with its default, unit and meaning, then exit",
+    )
+    p.add_argument(
+        "--state-capabilities",
+        action="store_true",
+        help="print the state-stream versions this binary restores, then exit "
+        "(a live update asks the new binary)",
     )
     p.add_argument(
         "--set",
@@ -244,8 +256,6 @@ def _parse(registry: Registry, name: str, text: str, what: str) -> Any:
 
 def build_config(args: argparse.Namespace) -> tuple[ServerConfig, list[str]]:
     """The server's configuration, and the lines to log about ignored options."""
-    if args.live_update:
-        raise UsageError("-U/--live-update is not supported (no live update yet)")
     if args.no_recovery:
         raise UsageError("-R/--no-recovery is not supported")
     if args.stub_domain and args.socket:
@@ -275,6 +285,7 @@ def build_config(args: argparse.Namespace) -> tuple[ServerConfig, list[str]]:
         loop=args.loop,
         priv_domid=args.priv_domid,
         settings=settings,
+        live_update=args.live_update,
     )
     return config, ignored
 
@@ -297,6 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list_settings:
         print(settings_table())
         return 0
+    if args.state_capabilities:
+        print(CAPABILITIES)
+        return 0
     try:
         config, ignored = build_config(args)
     except UsageError as err:
@@ -304,8 +318,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     log_file = _absolute(args.log_file)
     # Fork before anything is opened: no Xen device, no event loop, no log file yet.
+    # A live update is exec'd by a daemon that detached already: it never forks again.
     start: Foreground | Detached = (
-        Foreground(args.output_pid) if args.no_fork else detach(args.output_pid)
+        Foreground(args.output_pid) if args.no_fork or args.live_update else detach(args.output_pid)
     )
     try:
         where = configure_logging(log_file, detached=not args.no_fork)

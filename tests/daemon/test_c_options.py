@@ -134,8 +134,6 @@ REFUSED = [
     (["-w", "watch-event=-1"], 'invalid parameter value "-1"'),
     (["--trace-control=io"], 'Illegal trace switch "io"'),
     (["--trace-control=+foo"], 'Illegal trace switch "+foo"'),
-    (["-U"], "-U/--live-update is not supported"),
-    (["--live-update"], "-U/--live-update is not supported"),
     (["-R"], "-R/--no-recovery is not supported"),
     (["-D", "--sim-xen", "/x"], "-D/--no-domain-init serves no rings"),
     (["-D", "--xen", "linux"], "-D/--no-domain-init serves no rings"),

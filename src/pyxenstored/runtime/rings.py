@@ -48,6 +48,7 @@ from ..core.engine import Engine
 from ..core.handlers_domain import domain_died, domain_shut_down, introduce_domain
 from ..errors import Invalid, NoEntry
 from ..protocol.wire import RingFeature
+from ..state.snapshot import Adopted, Handover
 from ..transports.base import ANY_PORT, DomainState, Mapping, XenBackend
 from ..transports.ring import ServerRing
 from ..transports.xen_linux import EVTCHN_PATH
@@ -124,14 +125,23 @@ class RingManager:
         self._flush = flush
 
     # -- lifecycle ------------------------------------------------------------------------
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Watch the event channel and attach dom0's ring.
+    def start(self, loop: asyncio.AbstractEventLoop, adopted: list[Adopted] | None = None) -> None:
+        """Watch the event channel and attach dom0's ring (or, after a live update, every
+        ring the replaced process served: ``adopted``).
 
         Raises:
-            OSError, XenstoreError: dom0's ring cannot be set up in stub-domain mode.
+            OSError, XenstoreError: dom0's ring cannot be set up in stub-domain mode, or
+                an adopted ring cannot be mapped.
         """
         self._loop = loop
         loop.add_reader(self.xen.fileno(), self._on_event)
+        if adopted is not None:
+            for item in adopted:
+                self._adopt(item)
+            # A domain may have died while we were being replaced (C does the same).
+            self.check_domains()
+            self._sweep_soon()
+            return
         if self.stub_domain:
             port = self.event_port if self.event_port is not None else self.xen.own_port()
             if not port:
@@ -148,6 +158,55 @@ class RingManager:
                     log.error("cannot serve dom0's own ring: %s", err)
         # Anything already waiting (requests written before we started) is served.
         self._schedule()
+
+    def _adopt(self, item: Adopted) -> None:
+        """Serve a ring the replaced process served: map its page again, keep its port."""
+        domid, conn = item.domid, item.conn
+        if item.kind != "ring" or domid is None or conn is None or item.ring != "serve":
+            return
+        if domid == DOM0 and not self.stub_domain:
+            own = self.xen.map_own_ring()
+            if own is None:
+                raise OSError(errno.ENOENT, "dom0's own ring page is gone")
+            mapping = own[0]
+        else:
+            mapping = self.xen.map_ring(domid)
+        try:
+            ring = ServerRing(mapping.page)
+        except ValueError as err:
+            mapping.close()
+            raise OSError(errno.EINVAL, str(err)) from None
+        self.xen.adopt_port(domid, item.port)
+        sink = RingSink(self, domid, conn, mapping, ring, item.port)
+        if item.unsent:
+            sink.queue.append(item.unsent)
+            conn.out_bytes += len(item.unsent)
+        conn.sink = sink
+        self.by_port[item.port] = sink
+        self.by_domid[domid] = sink
+        if item.pending_input:
+            self.engine.feed(conn, b"")
+        self.wake(sink)
+        log.info("domain %d adopted (local port %d)", domid, item.port)
+
+    def hold(self, held: bool) -> None:
+        """Live update: stop (or resume) looking at rings; kicks wait in the device."""
+        if self._loop is None:
+            return
+        if held:
+            self._loop.remove_reader(self.xen.fileno())
+        else:
+            self._loop.add_reader(self.xen.fileno(), self._on_event)
+            self._sweep_soon()
+
+    def handover(self, conn: Connection) -> Handover | None:
+        """What the state dump needs of a ring connection: its port, unwritten output."""
+        sink = conn.sink
+        if not isinstance(sink, RingSink):
+            return None
+        unsent = b"".join(sink.queue)[sink.offset :]
+        partial = len(sink.queue[0]) - sink.offset if sink.queue and sink.offset else 0
+        return Handover(port=sink.port, unsent=unsent, partial=partial)
 
     def _attach_dom0(self, port: int) -> None:
         """Serve dom0's ring and kick it once.
@@ -418,7 +477,7 @@ class RingManager:
 XEN_MODES = ("auto", "linux", "none")
 
 
-def open_xen(mode: str, sim_dir: str | None = None) -> XenBackend | None:
+def open_xen(mode: str, sim_dir: str | None = None, evtchn_fd: int = -1) -> XenBackend | None:
     """The hypervisor backend for a ``--xen`` mode (``--sim-xen DIR`` wins); None: none.
 
     ``auto`` uses Linux Xen when ``/dev/xen/evtchn`` exists and can be opened (a warning
@@ -430,12 +489,12 @@ def open_xen(mode: str, sim_dir: str | None = None) -> XenBackend | None:
     if sim_dir is not None:
         from ..transports.sim import SimXen
 
-        return SimXen(sim_dir)
+        return SimXen(sim_dir, evtchn_fd=evtchn_fd)
     if mode in ("auto", "linux"):
         from ..transports.xen_linux import LinuxXen
 
-        if mode == "linux":
-            return LinuxXen()
+        if mode == "linux" or evtchn_fd >= 0:
+            return LinuxXen(evtchn_fd=evtchn_fd)
         if os.path.exists(EVTCHN_PATH):
             try:
                 return LinuxXen()

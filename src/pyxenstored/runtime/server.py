@@ -15,16 +15,22 @@ import logging
 import os
 import resource
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.connection import Connection
 from ..core.engine import Engine
 from ..errors import Invalid, XenstoreError
 from ..liveconfig.registry import Registry
 from ..liveconfig.tree import ConfigTree
+from ..protocol.framing import FramingError
+from ..state.snapshot import Handover, Restored, restore, save
+from ..state.stream import GlobalData, Record, StateStreamError, decode
 from .accesslog import AccessLog
 from .daemon import reopen_log_files
+from .liveupdate import LiveUpdate, state_file
 from .loops import loop_factory
 from .pidfile import PidFile
 from .rings import RingManager, open_xen
@@ -58,6 +64,8 @@ class ServerConfig:
     #: dom0 reaches us over its ring only (no socket); its port is ``event_port``
     stub_domain: bool = False
     event_port: int | None = None
+    #: start from a live update's state file (``-U``) instead of an empty store
+    live_update: bool = False
 
 
 class StartupError(Exception):
@@ -107,14 +115,33 @@ def _writable(path: object) -> None:
         raise Invalid(f"cannot write {path}: {err.strerror}") from None
 
 
+def _read_state(path: str) -> tuple[list[Record], int]:
+    """A live update's state file: its records and the inherited event-channel fd."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        raise StartupError(f"live update: no state to start from: {describe_error(err)}") from err
+    try:
+        _, records = decode(data)
+    except StateStreamError as err:
+        raise StartupError(f"live update: {path}: {err}") from err
+    evtchn_fd = next((r.evtchn_fd for r in records if isinstance(r, GlobalData)), -1)
+    return records, evtchn_fd
+
+
 class Server:
     """One daemon: engine, listeners, clients."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.registry = Registry(config.settings)
+        records: list[Record] | None = None
+        evtchn_fd = -1
+        if config.live_update:
+            records, evtchn_fd = _read_state(state_file())
         try:
-            xen = open_xen(config.xen, config.sim_xen_dir)
+            xen = open_xen(config.xen, config.sim_xen_dir, evtchn_fd)
         except OSError as err:
             raise StartupError(f"cannot open Xen: {describe_error(err)}") from err
         self.rings: RingManager | None = None
@@ -125,10 +152,26 @@ class Server:
         elif config.stub_domain:
             raise StartupError("stub-domain mode needs a hypervisor (Xen or --sim-xen)")
         self.engine = Engine(priv_domid=config.priv_domid, backend=self.rings)
+        #: what a live update handed over (None: a fresh start)
+        self.restored: Restored | None = None
+        if records is not None:
+            try:
+                self.restored = restore(records, self.engine)
+            except (StateStreamError, ValueError) as err:
+                raise StartupError(f"cannot restore {state_file()}: {err}") from err
+            for note in self.restored.notes:
+                log.info("live update: %s", note)
         if self.rings is not None:
             self.rings.attach(self.engine, self.flush)
             self.rings.tick = max(0.001, float(self.registry.get("conflict/replenish-seconds")))
-        self.live_config = ConfigTree(self.engine, self.registry)
+        self.live_config = ConfigTree(self.engine, self.registry, adopt=self.restored is not None)
+        self.live_update = LiveUpdate(self)
+        self.engine.commands["live-update"] = (
+            self.live_update.command,
+            "-f <file> | -c <cmdline> | -s [-F] [-t <timeout>] [-v <version>] | -a",
+        )
+        #: tasks the server runs beside serving (kept referenced until done)
+        self.background: set[asyncio.Task[None]] = set()
         self.socket_buffer_max = int(self.registry.get("limits/socket-buffer-bytes"))
         self.clients: set[SocketProtocol] = set()
         self.access_log: AccessLog | None = None
@@ -248,21 +291,158 @@ class Server:
             if owner is not None:
                 raise AlreadyRunning(f"already running as pid {owner} ({self.pid_file.path})")
         step = "cannot open the access log"
+        restored = self.restored
         try:
             self._configure_access_log()
             if self.rings is not None:
                 step = "cannot serve Xen rings"
-                self.rings.start(loop)
-            if config.socket_path:
+                self.rings.start(loop, restored.connections if restored is not None else None)
+            if restored is not None and restored.listen_fd >= 0:
+                step = "cannot adopt the listening socket"
+                sock = socket.socket(fileno=restored.listen_fd)
+                factory: Any = lambda: self.track(SocketProtocol(self))  # noqa: E731
+                self._listeners.append(
+                    await loop.create_unix_server(factory, sock=sock, backlog=config.backlog)
+                )
+                self._owns_socket = True
+                log.info("live update: listening socket adopted (fd %d)", restored.listen_fd)
+            elif config.socket_path:
                 step = f"cannot listen on {config.socket_path}"
                 self._listeners.append(await listen_unix(self, config.socket_path, config.backlog))
                 self._owns_socket = True
                 log.info("listening on %s (open-file limit %d)", config.socket_path, nofile)
+            if restored is not None:
+                # Consumed (as C): a later start must not take it for a new update.
+                with contextlib.suppress(OSError):
+                    os.unlink(state_file())
+                step = "cannot adopt the socket connections"
+                await self._adopt_sockets(loop, restored)
             if self.pid_file is not None:
                 step = f"cannot write the pid file {self.pid_file.path}"
                 self.pid_file.write()
         except (OSError, ValueError, XenstoreError) as err:
             raise StartupError(f"{step}: {describe_error(err)}") from err
+
+    async def _adopt_sockets(self, loop: asyncio.AbstractEventLoop, restored: Restored) -> None:
+        """Serve again every socket connection the replaced process served."""
+        adopted = 0
+        for item in restored.connections:
+            conn = item.conn
+            if item.kind != "socket" or conn is None or item.fd < 0:
+                continue
+            sock = socket.socket(fileno=item.fd)
+            sock.setblocking(False)
+            proto = self.track(SocketProtocol(self, conn))
+            await loop.connect_accepted_socket(lambda proto=proto: proto, sock)  # type: ignore[misc]
+            if proto.transport is None:
+                continue
+            if item.unsent:
+                proto.transport.write(item.unsent)
+            if item.pending_input:
+                try:
+                    self.engine.feed(conn, b"")
+                except FramingError as err:
+                    log.warning("live update: socket connection %d: %s", conn.id, err)
+            if conn.out:
+                proto.deliver(conn)
+            adopted += 1
+        self.flush()
+        log.info("live update: %d socket connections adopted", adopted)
+
+    # -- live update: the replaced side ---------------------------------------------------
+    def hold_input(self, held: bool) -> None:
+        """Stop (or resume) reading requests from every socket and ring."""
+        for proto in self.clients:
+            transport = proto.transport
+            if transport is None or transport.is_closing():
+                continue
+            if held:
+                transport.pause_reading()
+            elif not proto.paused:
+                transport.resume_reading()
+        if self.rings is not None:
+            self.rings.hold(held)
+
+    async def drain_sockets(self, seconds: float) -> None:
+        """Wait until the socket transports wrote what they hold; after ``seconds``, a
+        client that still has not taken its bytes is disconnected (they cannot be
+        carried: they are in the event loop's buffer, not ours)."""
+        self.flush()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while loop.time() < deadline:
+            if all(
+                p.transport is None or p.transport.get_write_buffer_size() == 0
+                for p in self.clients
+            ):
+                return
+            await asyncio.sleep(0.01)
+        for proto in list(self.clients):
+            transport = proto.transport
+            if transport is not None and transport.get_write_buffer_size():
+                log.warning(
+                    "live update: socket connection %s did not read %d bytes: disconnected",
+                    proto.conn.id if proto.conn else "?",
+                    transport.get_write_buffer_size(),
+                )
+                if proto.conn is not None:
+                    self.engine.disconnect(proto.conn)
+                transport.abort()
+
+    def _socket_fd(self, proto: SocketProtocol) -> int:
+        transport = proto.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        return int(sock.fileno()) if sock is not None else -1
+
+    def _listen_fd(self) -> int:
+        for listener in self._listeners:
+            for sock in getattr(listener, "sockets", ()):
+                return int(sock.fileno())
+        return -1
+
+    def save_state(self, version: int, transactions: bool) -> bytes:
+        """The whole state as a stream, for the process that replaces us."""
+        by_conn = {p.conn: p for p in self.clients if p.conn is not None}
+        for proto in by_conn.values():
+            proto.hand_back()
+
+        def handover(conn: Connection) -> Handover | None:
+            proto = by_conn.get(conn)
+            if proto is not None:
+                fd = self._socket_fd(proto)
+                return Handover(fd=fd) if fd >= 0 else None
+            return self.rings.handover(conn) if self.rings is not None else None
+
+        evtchn = self.rings.xen.inheritable() if self.rings is not None else []
+        return save(
+            self.engine,
+            handover=handover,
+            version=version,
+            transactions=transactions,
+            listen_fd=self._listen_fd(),
+            evtchn_fd=evtchn[0] if evtchn else -1,
+        )
+
+    def _exec_fds(self) -> list[int]:
+        fds = [self._listen_fd(), *(self._socket_fd(p) for p in self.clients)]
+        if self.rings is not None:
+            fds += self.rings.xen.inheritable()
+        return [fd for fd in fds if fd >= 0]
+
+    def prepare_exec(self) -> None:
+        """Keep the descriptors the new process adopts open across exec."""
+        for fd in self._exec_fds():
+            os.set_inheritable(fd, True)
+        if self.rings is not None:
+            self.rings.xen.prepare_exec()
+
+    def undo_exec(self) -> None:
+        """The exec failed: nothing is to be inherited after all."""
+        for fd in self._exec_fds():
+            with contextlib.suppress(OSError):
+                os.set_inheritable(fd, False)
+        if self.rings is not None:
+            self.rings.xen.undo_exec()
 
     def _ready(self, loop: asyncio.AbstractEventLoop) -> None:
         """Serving: tell systemd (READY=1) and whoever waits for us."""

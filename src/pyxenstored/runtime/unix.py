@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ..core.caller import Caller
 from ..core.connection import Connection
 from ..protocol.framing import FramingError, Packet
+from ..protocol.wire import HEADER
 
 if TYPE_CHECKING:
     from .server import Server
@@ -44,10 +45,11 @@ class SocketProtocol(asyncio.Protocol):
 
     __slots__ = ("backlog", "conn", "paused", "server", "transport")
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, conn: Connection | None = None) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.conn: Connection | None = None
+        #: a connection restored by a live update is adopted, not made
+        self.conn: Connection | None = conn
         self.backlog: deque[Packet] = deque()
         self.paused = False
 
@@ -55,10 +57,12 @@ class SocketProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; they implement it.
         self.transport = cast(asyncio.Transport, transport)
-        engine = self.server.engine
-        conn = engine.connect(Caller(engine.priv_domid, True), "socket")
+        conn = self.conn
+        if conn is None:
+            engine = self.server.engine
+            conn = engine.connect(Caller(engine.priv_domid, True), "socket")
+            self.conn = conn
         conn.sink = self
-        self.conn = conn
         self.transport.set_write_buffer_limits(high=_HIGH_WATER)
 
     def data_received(self, data: bytes) -> None:
@@ -121,6 +125,18 @@ class SocketProtocol(asyncio.Protocol):
             self.server.flush()
         if not backlog and conn.reader.error:
             self._drop(conn.reader.error)
+
+    def hand_back(self) -> None:
+        """Live update: the requests read but not yet answered go back in front of the
+        connection's partial input, so that the state dump carries them as unread."""
+        conn = self.conn
+        if conn is None or not self.backlog:
+            return
+        raw = b"".join(
+            HEADER.pack(p.op, p.req_id, p.tx_id, len(p.payload)) + p.payload for p in self.backlog
+        )
+        self.backlog.clear()
+        conn.reader.preload(raw + conn.reader.pending_data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.backlog.clear()
