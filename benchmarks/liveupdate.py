@@ -1,0 +1,130 @@
+"""Live update time (issue 9): a pyxenstored with N nodes and C socket connections replaces
+itself with CONTROL live-update; the time from `-s` to its `OK` (sent by the new process,
+once it has restored everything and adopted every connection) is the update's cost.
+
+    python3 benchmarks/liveupdate.py [--nodes 100000] [--connections 1000] [--runs 3]
+
+Starts its own daemon (the checkout's `.venv/bin/pyxenstored -N`) in a private directory;
+imports nothing from the package (raw wire messages over the socket).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HEADER = struct.Struct("<IIII")
+WRITE, CONTROL, READ, ERROR = 11, 0, 2, 16
+BINARY = str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "pyxenstored")
+
+
+def message(op: int, req: int, payload: bytes) -> bytes:
+    return HEADER.pack(op, req, 0, len(payload)) + payload
+
+
+def replies(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
+    out: list[tuple[int, bytes]] = []
+    buf = b""
+    while len(out) < count:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("daemon closed the connection")
+        buf += chunk
+        while len(buf) >= 16:
+            op, _, _, n = HEADER.unpack_from(buf)
+            if len(buf) < 16 + n:
+                break
+            out.append((op, buf[16 : 16 + n]))
+            buf = buf[16 + n :]
+    return out
+
+
+def control(sock: socket.socket, *args: str) -> bytes:
+    sock.sendall(message(CONTROL, 1, b"".join(a.encode() + b"\0" for a in args)))
+    op, body = replies(sock, 1)[0]
+    return body.rstrip(b"\0") if op == CONTROL else b"ERROR " + body
+
+
+def one_run(nodes: int, connections: int) -> dict[str, float]:
+    work = Path(tempfile.mkdtemp(prefix="pxs-lu-", dir="/tmp"))
+    path = str(work / "socket")
+    env = dict(os.environ, XENSTORED_RUNDIR=str(work))
+    daemon = subprocess.Popen(
+        [BINARY, "-N", "--socket", path, "--log-file", str(work / "log")],
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(200):
+            if os.path.exists(path):
+                break
+            time.sleep(0.05)
+        main = socket.socket(socket.AF_UNIX)
+        main.connect(path)
+        batch = 2000
+        for start in range(0, nodes, batch):
+            n = min(batch, nodes - start)
+            main.sendall(
+                b"".join(
+                    message(WRITE, i, b"/bench/d%d/n%d\0%s" % (i // 1000, i, b"v" * 16))
+                    for i in range(start, start + n)
+                )
+            )
+            assert all(op == WRITE for op, _ in replies(main, n))
+        clients = []
+        for _ in range(connections):
+            c = socket.socket(socket.AF_UNIX)
+            c.connect(path)
+            clients.append(c)
+        for c in clients[:50]:  # they are served (and counted) before the update
+            c.sendall(message(READ, 9, b"/bench/d0/n0\0"))
+            assert replies(c, 1)[0][0] == READ
+        assert control(main, "live-update", "-f", BINARY) == b"OK"
+        t0 = time.perf_counter()
+        answer = control(main, "live-update", "-s", "-t", "30")
+        elapsed = time.perf_counter() - t0
+        if answer != b"OK":
+            raise RuntimeError(f"live update answered {answer!r}")
+        for c in clients[-50:]:  # and served by the new process
+            c.sendall(message(READ, 9, b"/bench/d0/n0\0"))
+            assert replies(c, 1)[0][0] == READ
+        for c in clients:
+            c.close()
+        main.close()
+        assert daemon.poll() is None
+        return {"seconds": elapsed}
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--nodes", type=int, default=100_000)
+    p.add_argument("--connections", type=int, default=1000)
+    p.add_argument("--runs", type=int, default=3)
+    args = p.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    times = [one_run(args.nodes, args.connections)["seconds"] for _ in range(args.runs)]
+    print(
+        f"live update, {args.nodes} nodes, {args.connections} socket connections: "
+        f"median {statistics.median(times):.2f} s over {args.runs} runs "
+        f"({', '.join(f'{t:.2f}' for t in times)})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
