@@ -25,7 +25,7 @@ naming the field, never a half-applied document.
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any
+from typing import Any, TypeVar
 
 from ..core.engine import Engine
 from ..core.optable import MUTATES, TABLE
@@ -55,6 +55,8 @@ FORMAT = 1
 _MUTATING = {op: handler for op, (handler, flags) in TABLE.items() if flags & MUTATES}
 _OP_OF = {handler: op for op, handler in _MUTATING.items()}
 _LIMIT_FIELDS = tuple(f.name for f in fields(Limits))
+_KINDS: dict[type, str] = {int: "an integer", str: "a string", bool: "a boolean", dict: "an object"}
+T = TypeVar("T")
 
 
 def text(raw: bytes) -> str:
@@ -83,10 +85,15 @@ class Doc:
         return StateStreamError(what, record=cls.where)
 
     @classmethod
-    def int_(cls, v: Any, what: str) -> int:
-        if type(v) is not int:
-            raise cls.bad(f"{what} is not an integer")
+    def of(cls, v: Any, kind: type[T], what: str) -> T:
+        """``v`` if it is exactly of type ``kind`` (a bool is no int here)."""
+        if type(v) is not kind:
+            raise cls.bad(f"{what} is not {_KINDS[kind]}")
         return v
+
+    @classmethod
+    def int_(cls, v: Any, what: str) -> int:
+        return cls.of(v, int, what)
 
     @classmethod
     def nat(cls, v: Any, what: str) -> int:
@@ -97,9 +104,7 @@ class Doc:
 
     @classmethod
     def str_(cls, v: Any, what: str) -> str:
-        if type(v) is not str:
-            raise cls.bad(f"{what} is not a string")
-        return v
+        return cls.of(v, str, what)
 
     @classmethod
     def bytes_(cls, v: Any, what: str) -> bytes:
@@ -110,9 +115,7 @@ class Doc:
 
     @classmethod
     def bool_(cls, v: Any, what: str) -> bool:
-        if type(v) is not bool:
-            raise cls.bad(f"{what} is not a boolean")
-        return v
+        return cls.of(v, bool, what)
 
     @classmethod
     def num(cls, v: Any, what: str) -> float:
@@ -128,9 +131,7 @@ class Doc:
 
     @classmethod
     def dict_(cls, v: Any, what: str) -> dict[str, Any]:
-        if type(v) is not dict:
-            raise cls.bad(f"{what} is not an object")
-        return v
+        return cls.of(v, dict, what)
 
     @classmethod
     def pairs(cls, v: Any, what: str) -> list[list[Any]]:
