@@ -228,13 +228,13 @@ def _run(w: World, steps: list[Step]) -> None:
 
 
 @settings(
-    max_examples=60,
+    max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(
-    before=st.lists(_step, max_size=60),
-    after=st.lists(_step, max_size=25),
+    before=st.lists(_step, max_size=100),
+    after=st.lists(_step, max_size=40),
     slow=st.sets(st.integers(0, 6), max_size=3),
     half=st.lists(st.integers(0, 6), max_size=3, unique=True),
     version=st.sampled_from([1, 2]),
@@ -271,8 +271,8 @@ def test_any_state_round_trips(
     assert fingerprint(r.e) == fingerprint(w.e)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(steps=st.lists(_step, max_size=60))
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=st.lists(_step, max_size=100))
 def test_version_1_restores_as_version_2(steps: list[Step]) -> None:
     w = World.new()
     _run(w, steps)
