@@ -44,7 +44,9 @@ and ring state, SET_FEATURE values waiting for INTRODUCE, backend devices earnin
 allowance, the quota tables, conflict credit and history, statistics, and every open
 transaction as it is: its observations (what it read, which facets, what listings
 showed, compared by value at commit), overlay and request log. Such a transaction
-commits or conflicts after the update exactly as it would have before.
+commits or conflicts after the update exactly as it would have before. (One exception:
+one that read a statistics node may get EAGAIN if the counter moved meanwhile, since
+the node it saw is a computed one again after the update; a retry is always safe.)
 
 Streams without it (C xenstored's) restore as C would restore them, with these rules:
 generations are handed out in stream order (C does the same); every domain named in a
