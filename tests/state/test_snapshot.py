@@ -523,3 +523,19 @@ def test_root_given_to_a_domain() -> None:
     r = round_trip(e).engine
     assert r.tree.root_owner == 0 and r.tree.nodes["/"].perms == ((NONE, 5), (READ, 0))
     assert fingerprint(r) == fingerprint(e)
+
+
+def test_depth_watches_for_a_c_reader() -> None:
+    """``extended_watches=False``: WATCH_DATA only (C 4.21 skips WATCH_DATA_EXTENDED,
+    4.22 misreads it); pyxenstored still gets the depth from its own record."""
+    e = new_engine(config=False)
+    s = e.connect(Caller(0, True), "socket")
+    call(e, s, Op.WATCH, z("/a", "t", "1"))
+    records = records_of(e, extended_watches=False)
+    assert not any(isinstance(r, WatchDataExtended) for r in records)
+    assert [r for r in records if isinstance(r, WatchData)] == [WatchData(1, "/a", b"t")]
+    assert fingerprint(snapshot.restore(records, fresh_like(e)).engine) == fingerprint(e)
+    [watch] = next(iter(
+        snapshot.restore(foreign(records), fresh_like(e)).engine.connections.values()
+    )).watches.values()
+    assert watch.depth == -1

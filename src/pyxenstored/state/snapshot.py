@@ -249,10 +249,10 @@ def _messages(data: bytes) -> list[bytes]:
 
 # -- dump ------------------------------------------------------------------------------------
 class _Dumper:
-    def __init__(self, engine: Engine, version: int, handover: Callable[..., Any] | None) -> None:
+    def __init__(self, engine: Engine, version: int, extended_watches: bool) -> None:
         self.e = engine
         self.version = version
-        self.handover = handover
+        self.extended = version >= 2 and extended_watches
         stale = engine.stale
         self.stale: Callable[[int, int], bool] = stale if stale is not None else _never
         self.records: list[Record] = []
@@ -351,7 +351,7 @@ class _Dumper:
                 self.records.append(WatchData(conn_id, raw, w.token))
                 continue
             depths.append([raw, private.text(w.token), w.depth])
-            if self.version >= 2:
+            if self.extended:
                 # No path is anywhere near 65534 levels deep: a larger depth is the same.
                 depth = min(w.depth, UNLIMITED_DEPTH - 1)
                 self.records.append(WatchDataExtended(conn_id, raw, w.token, depth))
@@ -420,6 +420,7 @@ def dump(
     version: int = 2,
     transactions: bool = True,
     pending_nodes: bool = False,
+    extended_watches: bool = True,
     listen_fd: int = -1,
     evtchn_fd: int = -1,
 ) -> list[Record]:
@@ -435,6 +436,11 @@ def dump(
         pending_nodes: also write each transaction's nodes as the format describes
             them (NODE_DATA with a conn-id). C xenstored would take them for committed
             nodes: never for a stream a C xenstored may read.
+        extended_watches: in version 2, a watch with a depth is WATCH_DATA_EXTENDED
+            as the document lays it out. False writes WATCH_DATA (no limit: spurious
+            events are allowed) for a C reader: 4.21 skips WATCH_DATA_EXTENDED (the
+            watch would be lost) and 4.22 reads it from the wrong offset. The depth
+            still travels in pyxenstored's own record.
         listen_fd, evtchn_fd: GLOBAL_DATA's descriptors.
 
     Raises:
@@ -443,21 +449,20 @@ def dump(
     """
     if version not in (1, 2):
         raise ValueError(f"unsupported state stream version {version}")
+    d = _Dumper(engine, version, extended_watches)
     with paused_gc():
-        return _dump(engine, version, handover, transactions, pending_nodes, listen_fd, evtchn_fd)
+        return _dump(d, handover, transactions, pending_nodes, listen_fd, evtchn_fd)
 
 
 def _dump(
-    engine: Engine,
-    version: int,
+    d: _Dumper,
     handover: Callable[[Connection], Handover | None] | None,
     transactions: bool,
     pending_nodes: bool,
     listen_fd: int,
     evtchn_fd: int,
 ) -> list[Record]:
-    d = _Dumper(engine, version, handover)
-    e = engine
+    e = d.e
     d.records.append(GlobalData(listen_fd, evtchn_fd))
     d.records.append(
         GlobalQuotaData(tuple((name, e.limits.value(name)) for name in QUOTA_NAMES))
