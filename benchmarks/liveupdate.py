@@ -115,7 +115,7 @@ def main() -> int:
     p.add_argument("--connections", type=int, default=1000)
     p.add_argument("--runs", type=int, default=3)
     args = p.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     times = [one_run(args.nodes, args.connections)["seconds"] for _ in range(args.runs)]
     print(

@@ -84,13 +84,26 @@ def state_file() -> str:
 
 
 def takes_transactions(binary: str) -> bool:
-    """Whether ``binary`` is a pyxenstored that restores open transactions."""
+    """Whether ``binary`` is a pyxenstored that restores open transactions.
+
+    A pyxenstored console script (a ``#!`` script that imports ``pyxenstored``) is
+    recognised by its first bytes; anything else is asked ``--state-capabilities``
+    (a C xenstored refuses the option). Starting Python can take seconds on a slow
+    host, hence the generous time-out of the question.
+    """
+    try:
+        with open(binary, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    if head.startswith(b"#!") and b"pyxenstored" in head:
+        return True
     try:
         out = subprocess.run(
             [binary, "--state-capabilities"],
             capture_output=True,
             text=True,
-            timeout=10,
+            timeout=60,
             check=False,
         )
     except (OSError, subprocess.SubprocessError):
@@ -285,7 +298,9 @@ class LiveUpdate:
             ok = encode(Op.CONTROL, packet.req_id, packet.tx_id, b"OK\0")
             conn.out.append(ok)
             conn.out_bytes += len(ok)
-            data = server.save_state(session.version, keep_transactions)
+            data = server.save_state(
+                session.version, keep_transactions, ours=session.carries_transactions
+            )
             os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = path + ".tmp"
             with open(tmp, "wb") as f:

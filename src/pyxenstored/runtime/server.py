@@ -400,8 +400,10 @@ class Server:
                 return int(sock.fileno())
         return -1
 
-    def save_state(self, version: int, transactions: bool) -> bytes:
-        """The whole state as a stream, for the process that replaces us."""
+    def save_state(self, version: int, transactions: bool, ours: bool = True) -> bytes:
+        """The whole state as a stream, for the process that replaces us (``ours``: a
+        pyxenstored; else C xenstored, which must not see WATCH_DATA_EXTENDED: 4.21
+        skips it and would lose the watch, 4.22 misreads it)."""
         by_conn = {p.conn: p for p in self.clients if p.conn is not None}
         for proto in by_conn.values():
             proto.hand_back()
@@ -419,6 +421,7 @@ class Server:
             handover=handover,
             version=version,
             transactions=transactions,
+            extended_watches=ours,
             listen_fd=self._listen_fd(),
             evtchn_fd=evtchn[0] if evtchn else -1,
         )
