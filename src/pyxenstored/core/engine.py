@@ -39,6 +39,7 @@ from ..store.tree import Tree
 from .access import create_path
 from .accounting import QuotaAccounting
 from .caller import Caller
+from .changes import Changes
 from .confighooks import ConfigHooks
 from .conflicts import ConflictGuard
 from .connection import Connection
@@ -140,6 +141,8 @@ class Engine(QuotaAccounting, DomainLifecycle):
             "events_dropped": 0,
         }
         self.stale: StaleCheck | None = self._stale
+        #: Committed changes for the crash journal (see core.changes), or None.
+        self.changes: Changes | None = None
         # Any change of a limit drops the memos that depend on limits.
         self.quotas.on_change = self.limits_changed
 
@@ -158,6 +161,8 @@ class Engine(QuotaAccounting, DomainLifecycle):
         if conn.closed:
             return
         conn.closed = True
+        if conn.kind != "socket":
+            self.meta_changed()
         self.watches.remove_all(conn)
         self.drop_transactions(conn)
         conn.out.clear()
@@ -348,6 +353,20 @@ class Engine(QuotaAccounting, DomainLifecycle):
         """Drop what depends on the limits (call after changing ``self.limits``)."""
         self._paths.clear()
         self._raw_paths.clear()
+        self.meta_changed()
+
+    # -- the crash journal's hook ------------------------------------------------------
+    def report_changes(self, changes: Changes | None) -> None:
+        """Report every committed change to ``changes`` from now on (None: stop)."""
+        self.changes = changes
+        self.tree.sink = changes.ops if changes is not None else None
+
+    def meta_changed(self) -> None:
+        """Something besides the tree changed (domains, their watches, births, quota
+        tables): the journal records the engine's state without nodes again."""
+        changes = self.changes
+        if changes is not None:
+            changes.meta = True
 
     # -- watches ---------------------------------------------------------------------
     def fire(self, path: str, exact: bool, extra: tuple[Perms, ...]) -> None:

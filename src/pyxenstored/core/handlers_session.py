@@ -51,6 +51,8 @@ def h_watch(
             raise QuotaExceeded("watches", "ENOSPC" if e.limits.rule == "4.22" else "E2BIG")
     relative = raw[:1] not in (b"/", b"@")
     e.watches.add(Watch(conn, path, token, len(caller.home) + 1 if relative else 0, depth))
+    if conn.kind != "socket":
+        e.meta_changed()
     initial = event_message(raw.decode("ascii"), token)
     return (OK, initial) if initial is not None else OK
 
@@ -66,6 +68,8 @@ def h_unwatch(
     if watch is None:
         raise NoEntry()
     e.watches.remove(watch)
+    if conn.kind != "socket":
+        e.meta_changed()
     return OK
 
 
@@ -74,6 +78,8 @@ def h_reset_watches(
 ) -> bytes:
     e.watches.remove_all(conn)
     e.drop_transactions(conn)
+    if conn.kind != "socket":
+        e.meta_changed()
     return OK
 
 

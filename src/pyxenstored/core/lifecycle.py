@@ -40,6 +40,7 @@ class DomainLifecycle:
         def disconnect(self, conn: Connection) -> None: ...
         def drop_transactions(self, conn: Connection) -> None: ...
         def removed(self, path: str, node: Node, removed: list[tuple[str, Node]]) -> None: ...
+        def meta_changed(self) -> None: ...
 
     def domain_exists(self, domid: int) -> bool:
         """Whether ``domid`` is a domain the hypervisor knows; reserved ids (DOMID_SELF,
@@ -52,6 +53,7 @@ class DomainLifecycle:
         if born is None:
             # One more than the current generation: every node written so far is older.
             born = self.births[domid] = self.tree.gen + 1
+            self.meta_changed()
         return born
 
     def note_domains(self, perms: Perms) -> bool:
@@ -77,6 +79,7 @@ class DomainLifecycle:
     def reset_connection(self, conn: Connection) -> None:
         """Drop a ring connection's watches, transactions, queued output and partial
         input (every INTRODUCE, and the ring reconnection handshake)."""
+        self.meta_changed()
         self.watches.remove_all(conn)
         self.drop_transactions(conn)
         conn.out.clear()
@@ -88,6 +91,7 @@ class DomainLifecycle:
         was born, and tell ``@releaseDomain`` watchers if it had been introduced."""
         dom = self.domains.pop(domid, None)
         self.births.pop(domid, None)
+        self.meta_changed()
         self.conflict_guard.forget(domid)
         if dom is not None and dom.conn is not None:
             self.disconnect(dom.conn)

@@ -115,7 +115,7 @@ class QuotaTable:
 
     def set_override(self, domid: int, name: str, value: int) -> None:
         self.overrides.setdefault(domid, {})[name] = value
-        self.memo.clear()
+        self.changed()
 
     def clear_override(self, domid: int, name: str) -> None:
         own = self.overrides.get(domid)
@@ -123,26 +123,26 @@ class QuotaTable:
             own.pop(name, None)
             if not own:
                 del self.overrides[domid]
-        self.memo.clear()
+        self.changed()
 
     def set_class_value(self, cls: str, name: str, value: int) -> None:
         self.classes.setdefault(cls, {})[name] = value
-        self.memo.clear()
+        self.changed()
 
     def clear_class_value(self, cls: str, name: str) -> None:
         self.classes.get(cls, {}).pop(name, None)
-        self.memo.clear()
+        self.changed()
 
     def set_domain_class(self, domid: int, cls: str | None) -> None:
         if cls:
             self.domain_class[domid] = cls
         else:
             self.domain_class.pop(domid, None)
-        self.memo.clear()
+        self.changed()
 
     def set_per_device(self, name: str, value: int) -> None:
         self.per_device[name] = value
-        self.memo.clear()
+        self.changed()
 
     # -- lookups ----------------------------------------------------------------------
     def base(self, domid: int, name: str) -> int:
@@ -175,7 +175,7 @@ class QuotaTable:
         if domid is not None and path not in self.device_paths:
             self.device_paths[path] = domid
             self.devices[domid] = self.devices.get(domid, 0) + 1
-            self.memo.clear()
+            self.changed()
 
     def device_removed(self, path: str) -> None:
         domid = self.device_paths.pop(path, None)
@@ -185,7 +185,7 @@ class QuotaTable:
                 self.devices[domid] = n
             else:
                 del self.devices[domid]
-            self.memo.clear()
+            self.changed()
 
     def devices_added(self, paths: list[str]) -> None:
         for path in paths:

@@ -262,6 +262,7 @@ class _Dumper:
         self.txns: list[dict[str, Any]] = []
         self.ids: dict[int, int] = {}  # engine connection id -> stream conn-id
         self.owners: dict[Perms, tuple[Perm, ...]] = {}  # owner-only lists, converted
+        self.exact_txns = True
 
     def perms(self, perms: Perms, gen: int, record_index: int) -> tuple[Perm, ...]:
         """Stream permissions: stale grants flagged; a domid beyond 16 bits becomes
@@ -404,7 +405,7 @@ class _Dumper:
             "gens": self.gens,
             "wide_perms": self.wide,
             "connections": self.conns,
-            "transactions": self.txns,
+            "transactions": self.txns if self.exact_txns else [],
         }
         return json.dumps(doc, separators=(",", ":")).encode("ascii")
 
@@ -423,6 +424,8 @@ def dump(
     extended_watches: bool = True,
     listen_fd: int = -1,
     evtchn_fd: int = -1,
+    nodes: bool = True,
+    exact_transactions: bool = True,
 ) -> list[Record]:
     """The records of ``engine``'s whole state, in the order C xenstored writes them
     (see the module docstring for what is carried and how).
@@ -442,6 +445,10 @@ def dump(
             watch would be lost) and 4.22 reads it from the wrong offset. The depth
             still travels in pyxenstored's own record.
         listen_fd, evtchn_fd: GLOBAL_DATA's descriptors.
+        nodes: write the nodes (False: everything else, as the crash journal records
+            the engine beside its tree; such records restore with an empty tree).
+        exact_transactions: write each open transaction's state in the private record
+            (False: they restore doomed, failing with EAGAIN at commit).
 
     Raises:
         ValueError: a ring connection that belongs to no domain (the format names ring
@@ -450,8 +457,9 @@ def dump(
     if version not in (1, 2):
         raise ValueError(f"unsupported state stream version {version}")
     d = _Dumper(engine, version, extended_watches)
+    d.exact_txns = exact_transactions
     with paused_gc():
-        return _dump(d, handover, transactions, pending_nodes, listen_fd, evtchn_fd)
+        return _dump(d, handover, transactions, pending_nodes, listen_fd, evtchn_fd, nodes)
 
 
 def _dump(
@@ -461,6 +469,7 @@ def _dump(
     pending_nodes: bool,
     listen_fd: int,
     evtchn_fd: int,
+    nodes: bool = True,
 ) -> list[Record]:
     e = d.e
     d.records.append(GlobalData(listen_fd, evtchn_fd))
@@ -486,7 +495,8 @@ def _dump(
         if dom.conn is None or dom.conn.closed:
             held = handover(dom.conn) if handover is not None and dom.conn is not None else None
             d.connection(dom.conn, dom, held or Handover())
-    d.nodes()
+    if nodes:
+        d.nodes()
     if transactions:
         for conn, conn_id in written:
             for txn in conn.transactions.values():

@@ -9,6 +9,13 @@ child list changed) with it, as C does; ``changes`` counts modifications so that
 transaction can tell "nothing happened since I started" in O(1). Per-owner node counts
 are kept exact on every create, remove and owner change. An optional journal records
 the prior state of every path it touches so that a failed commit can be rolled back.
+
+``sink``, when a list, receives every change made to the tree as an operation tuple
+(:data:`CREATE`, :data:`SET_VALUE`, :data:`SET_PERMS`, :data:`REMOVE`, and
+:data:`COUNTERS` after a rollback) in the order made: replaying them through the same
+methods on an equal tree gives an equal tree, generations and child order included
+(the crash journal; see ``state.journal``). A rolled-back commit leaves no operation of
+its own, only the counters it moved.
 """
 
 from __future__ import annotations
@@ -17,7 +24,12 @@ from ..protocol.paths import parent_of
 from ..protocol.perms import Perms
 from .node import Node
 
-__all__ = ["Tree", "node_bytes"]
+__all__ = ["COUNTERS", "CREATE", "REMOVE", "SET_PERMS", "SET_VALUE", "Tree", "node_bytes"]
+
+#: Operation codes of ``Tree.sink`` entries: ``(CREATE, path, value, perms)``,
+#: ``(SET_VALUE, path, value)``, ``(SET_PERMS, path, perms)``, ``(REMOVE, path)``,
+#: ``(COUNTERS, gen, changes)``.
+CREATE, SET_VALUE, SET_PERMS, REMOVE, COUNTERS = range(1, 6)
 
 _ABSENT: Node | None = None
 
@@ -43,6 +55,8 @@ class Tree:
         "owner_bytes",
         "owner_count",
         "root_owner",
+        "sink",
+        "sink_mark",
     )
 
     #: Changes made through this view are real: handlers fire watches for them.
@@ -64,6 +78,9 @@ class Tree:
         #: When a list, every changed path is appended to it (conflict blame); a removed
         #: subtree appears once, as its root followed by "/".
         self.log: list[str] | None = None
+        #: When a list, every change is appended to it as an operation (module docstring).
+        self.sink: list[tuple[object, ...]] | None = None
+        self.sink_mark = 0
 
     # -- reading ---------------------------------------------------------------------
     def get(self, path: str, facets: int = 0) -> Node | None:
@@ -97,6 +114,8 @@ class Tree:
         self._stamp(node)
         if self.log is not None:
             self.log.append(path)
+        if self.sink is not None:
+            self.sink.append((SET_VALUE, path, value))
 
     def set_perms(self, path: str, perms: Perms) -> None:
         """Replace the permissions of an existing node (the owner count follows)."""
@@ -110,6 +129,8 @@ class Tree:
         self._stamp(node)
         if self.log is not None:
             self.log.append(path)
+        if self.sink is not None:
+            self.sink.append((SET_PERMS, path, perms))
 
     def create(self, path: str, value: bytes, perms: Perms) -> None:
         """Create a node whose parent exists and which does not exist itself."""
@@ -124,6 +145,8 @@ class Tree:
         self._charge(path, node, 1)
         if self.log is not None:
             self.log += (parent_path, path)
+        if self.sink is not None:
+            self.sink.append((CREATE, path, value, perms))
 
     def implicit(self, path: str, perms: Perms) -> None:
         """Only transaction views care which parents a write created implicitly."""
@@ -185,6 +208,8 @@ class Tree:
             # the log two entries.
             self.log.append(parent_path)
             self.log.append(path + "/")
+        if self.sink is not None:
+            self.sink.append((REMOVE, path))
         return order
 
     @staticmethod
@@ -224,11 +249,18 @@ class Tree:
     def begin_journal(self) -> None:
         """Start recording prior states (for an all-or-nothing commit)."""
         self.journal = []
+        if self.sink is not None:
+            self.sink_mark = len(self.sink)
 
     def end_journal(self, rollback: bool) -> None:
         """Stop recording; with ``rollback`` restore every journaled path."""
         journal, self.journal = self.journal, None
-        if not rollback or not journal:
+        if not rollback:
+            return
+        sink = self.sink
+        if sink is not None:
+            del sink[self.sink_mark :]
+        if not journal:
             return
         nodes = self.nodes
         for path, before in reversed(journal):
@@ -241,3 +273,5 @@ class Tree:
                 nodes[path] = before
                 self._charge(path, before, 1)
         self.changes += 1
+        if sink is not None:
+            sink.append((COUNTERS, self.gen, self.changes))

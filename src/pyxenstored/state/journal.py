@@ -1,0 +1,288 @@
+"""The crash journal's format and its replay, sans I/O.
+
+A journal is a sequence of frames, each ``tag (4 bytes) | length (u32 LE) | crc32 of
+the payload (u32 LE) | payload``:
+
+* ``SNAP``: a whole state stream (``snapshot.save`` without socket connections, open
+  transactions not carried exactly). Always the first frame.
+* ``TREE``: committed tree operations (``Tree.sink``, see ``core.changes``), encoded
+  by :func:`encode_ops`; replayed through the same ``Tree`` methods they were made by,
+  so generations, counters and child order come back exactly.
+* ``META``: the tree operations of the same request (a u32 length, then as in TREE),
+  then a state stream of everything but the nodes (``snapshot.dump(nodes=False)``):
+  domains, their event-channel ports, their watches, births, quota tables. The last
+  one wins over the SNAP's. One frame per request, so a request is whole or absent.
+
+A frame whose header or payload is cut short, or whose checksum does not match, ends
+the journal: it and anything after it are dropped, never half-applied (a crash while
+writing it). :func:`replay` rebuilds the engine: the SNAP restored, every TREE applied
+to its tree, then the last META restored into a fresh engine that takes that tree.
+Open transactions of guests restore doomed (EAGAIN at commit).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..core.engine import Engine
+from ..core.transactions import Transaction
+from ..protocol.perms import Perms
+from ..store.tree import COUNTERS, CREATE, REMOVE, SET_PERMS, SET_VALUE, Tree
+from .snapshot import Restored, dump, load, save
+from .stream import StateStreamError, encode
+
+__all__ = [
+    "META",
+    "SNAP",
+    "TREE",
+    "JournalError",
+    "Replayed",
+    "changes_frame",
+    "decode_ops",
+    "encode_ops",
+    "frame",
+    "frames",
+    "replay",
+    "snapshot_frame",
+]
+
+SNAP, TREE, META = b"SNAP", b"TREE", b"META"
+_FRAME = struct.Struct("<4sII")
+_OP = struct.Struct("<BIII")  # code, path length, value length, permission count
+_COUNTERS = struct.Struct("<BQQ")
+_PERM = struct.Struct("<BI")
+_LEN = struct.Struct("<I")
+
+
+class JournalError(Exception):
+    """A journal whose complete frames do not replay (not a torn end: corruption)."""
+
+
+# -- frames ----------------------------------------------------------------------------------
+def frame(tag: bytes, payload: bytes) -> bytes:
+    """One frame: tag, length, checksum, payload."""
+    return _FRAME.pack(tag, len(payload), zlib.crc32(payload)) + payload
+
+
+def frames(data: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
+    """The complete frames of ``data`` and the length they cover; a torn or corrupt
+    frame ends the list (it and what follows are dropped)."""
+    out = []
+    pos = 0
+    size = len(data)
+    head = _FRAME.size
+    while size - pos >= head:
+        tag, length, crc = _FRAME.unpack_from(data, pos)
+        stop = pos + head + length
+        if stop > size or tag not in (SNAP, TREE, META):
+            break
+        payload = data[pos + head : stop]
+        if zlib.crc32(payload) != crc:
+            break
+        out.append((tag, payload))
+        pos = stop
+    return out, pos
+
+
+def snapshot_frame(engine: Engine) -> bytes:
+    """The SNAP frame of ``engine``'s state (sockets left out)."""
+    return frame(SNAP, save(engine, exact_transactions=False))
+
+
+def changes_frame(engine: Engine, ops: list[tuple[object, ...]], meta: bool) -> bytes:
+    """The frame of one request's changes (``Changes.take()``): TREE, or META when
+    anything besides the tree changed (then with the engine's state without nodes)."""
+    raw = encode_ops(ops)
+    if not meta:
+        return frame(TREE, raw)
+    state = encode(dump(engine, nodes=False, exact_transactions=False))
+    return frame(META, _LEN.pack(len(raw)) + raw + state)
+
+
+# -- tree operations -------------------------------------------------------------------------
+def _perm_bytes(perms: Perms, cache: dict[Perms, bytes]) -> bytes:
+    raw = cache.get(perms)
+    if raw is None:
+        raw = b"".join(_PERM.pack(mode, domid) for mode, domid in perms)
+        if len(cache) > 4096:
+            cache.clear()
+        cache[perms] = raw
+    return raw
+
+
+_PERMS_CACHE: dict[Perms, bytes] = {}
+
+
+def encode_ops(ops: list[tuple[object, ...]]) -> bytes:
+    """Tree operations (``Tree.sink`` entries) as bytes."""
+    parts: list[bytes] = []
+    add = parts.append
+    pack = _OP.pack
+    cache = _PERMS_CACHE
+    for op in ops:
+        code = op[0]
+        if code == SET_VALUE:
+            path = op[1].encode("ascii")  # type: ignore[attr-defined]
+            value: bytes = op[2]  # type: ignore[assignment]
+            add(pack(code, len(path), len(value), 0))
+            add(path)
+            add(value)
+        elif code == CREATE:
+            path = op[1].encode("ascii")  # type: ignore[attr-defined]
+            value = op[2]  # type: ignore[assignment]
+            perms: Perms = op[3]  # type: ignore[assignment]
+            add(pack(code, len(path), len(value), len(perms)))
+            add(path)
+            add(value)
+            add(_perm_bytes(perms, cache))
+        elif code == SET_PERMS:
+            path = op[1].encode("ascii")  # type: ignore[attr-defined]
+            perms = op[2]  # type: ignore[assignment]
+            add(pack(code, len(path), 0, len(perms)))
+            add(path)
+            add(_perm_bytes(perms, cache))
+        elif code == REMOVE:
+            path = op[1].encode("ascii")  # type: ignore[attr-defined]
+            add(pack(code, len(path), 0, 0))
+            add(path)
+        elif code == COUNTERS:
+            add(_COUNTERS.pack(code, op[1], op[2]))
+        else:
+            raise ValueError(f"unknown tree operation {op!r}")
+    return b"".join(parts)
+
+
+def decode_ops(data: bytes) -> list[tuple[object, ...]]:
+    """The operations :func:`encode_ops` wrote (JournalError if malformed)."""
+    out: list[tuple[object, ...]] = []
+    perms_seen: dict[bytes, Perms] = {}
+    pos = 0
+    size = len(data)
+    try:
+        while pos < size:
+            code = data[pos]
+            if code == COUNTERS:
+                _, gen, changes = _COUNTERS.unpack_from(data, pos)
+                out.append((COUNTERS, gen, changes))
+                pos += _COUNTERS.size
+                continue
+            code, lp, lv, n = _OP.unpack_from(data, pos)
+            pos += _OP.size
+            path = data[pos : pos + lp].decode("ascii")
+            pos += lp
+            value = data[pos : pos + lv]
+            pos += lv
+            raw = data[pos : pos + n * _PERM.size]
+            pos += n * _PERM.size
+            if pos > size:
+                raise JournalError("a tree operation runs past its frame")
+            perms = perms_seen.get(raw)
+            if perms is None and n:
+                perms = perms_seen[raw] = tuple(_PERM.iter_unpack(raw))
+            if code == SET_VALUE:
+                out.append((SET_VALUE, path, value))
+            elif code == CREATE:
+                out.append((CREATE, path, value, perms))
+            elif code == SET_PERMS:
+                out.append((SET_PERMS, path, perms))
+            elif code == REMOVE:
+                out.append((REMOVE, path))
+            else:
+                raise JournalError(f"unknown tree operation code {code}")
+    except (struct.error, UnicodeDecodeError) as err:
+        raise JournalError(f"malformed tree operations: {err}") from None
+    return out
+
+
+def apply_ops(tree: Tree, ops: list[tuple[object, ...]]) -> None:
+    """Replay operations on ``tree`` (JournalError if they do not fit it)."""
+    nodes = tree.nodes
+    try:
+        for op in ops:
+            code = op[0]
+            if code == SET_VALUE:
+                tree.set_value(op[1], op[2])  # type: ignore[arg-type]
+            elif code == CREATE:
+                path: str = op[1]  # type: ignore[assignment]
+                if path in nodes:
+                    raise JournalError(f"{path} created twice")
+                tree.create(path, op[2], op[3])  # type: ignore[arg-type]
+            elif code == SET_PERMS:
+                tree.set_perms(op[1], op[2])  # type: ignore[arg-type]
+            elif code == REMOVE:
+                tree.remove(op[1])  # type: ignore[arg-type]
+            else:
+                tree.gen, tree.changes = op[1], op[2]  # type: ignore[assignment]
+    except KeyError as err:
+        raise JournalError(f"a tree operation on a missing node {err}") from None
+
+
+# -- replay ----------------------------------------------------------------------------------
+@dataclass
+class Replayed:
+    """What :func:`replay` found.
+
+    Attributes:
+        restored: the state to serve from (as ``snapshot.restore`` gives it).
+        used: bytes of the journal replayed (complete frames).
+        dropped: bytes dropped at its end (a torn last frame).
+        frames: frames replayed.
+    """
+
+    restored: Restored
+    used: int
+    dropped: int
+    frames: int
+    notes: list[str] = field(default_factory=list)
+
+
+def replay(data: bytes, new_engine: Callable[[], Engine]) -> Replayed:
+    """Rebuild the state a journal records.
+
+    Args:
+        data: the journal's bytes (a torn end is dropped).
+        new_engine: builds a fresh Engine as the daemon does (called once or twice).
+
+    Raises:
+        JournalError: no complete snapshot, or complete frames that do not replay.
+    """
+    found, used = frames(data)
+    if not found or found[0][0] != SNAP:
+        raise JournalError("no complete snapshot at the start")
+    try:
+        restored = load(found[0][1], new_engine())
+    except (StateStreamError, ValueError) as err:
+        raise JournalError(f"the snapshot: {err}") from None
+    tree = restored.engine.tree
+    meta: bytes | None = None
+    for tag, payload in found[1:]:
+        if tag == TREE:
+            apply_ops(tree, decode_ops(payload))
+        elif tag == META:
+            if len(payload) < _LEN.size:
+                raise JournalError("an engine record without its length")
+            cut = _LEN.size + _LEN.unpack_from(payload)[0]
+            apply_ops(tree, decode_ops(payload[_LEN.size : cut]))
+            meta = payload[cut:]
+        else:
+            raise JournalError("a second snapshot")
+    notes = list(restored.notes)
+    if meta is not None:
+        try:
+            restored = load(meta, new_engine())
+        except (StateStreamError, ValueError) as err:
+            raise JournalError(f"the engine record: {err}") from None
+        notes += restored.notes
+        engine = restored.engine
+        engine.tree = tree
+        # Doomed transactions were made on the record's empty tree: remake them on ours.
+        for conn in engine.connections.values():
+            for txn in list(conn.transactions.values()):
+                engine.transaction_ended(conn, txn)
+                fresh = Transaction(txn.id, tree, engine.conflicts)
+                fresh.view.doomed = True
+                engine.transaction_started(conn, fresh)
+    return Replayed(restored, used, len(data) - used, len(found), notes)
