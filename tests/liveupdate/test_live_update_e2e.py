@@ -160,14 +160,12 @@ def test_session_rules_and_c_answers(procs: Procs, tmp_path: Path) -> None:
 
 def foreign_binary(tmp_path: Path) -> str:
     """A binary that is not pyxenstored as far as the update can tell (its text does not
-    name pyxenstored and it does not answer --state-capabilities, as C xenstored does
-    not), but runs pyxenstored."""
+    name pyxenstored), but runs pyxenstored."""
     real = tmp_path / "real-daemon"
     real.symlink_to(BINARY)
     script = tmp_path / "foreign-xenstored"
     script.write_text(
-        '#!/bin/sh\ncase "$1" in --state-capabilities) exit 1 ;; esac\n'
-        'exec "$(dirname "$0")/real-daemon" "$@"\n'
+        '#!/bin/sh\nexec "$(dirname "$0")/real-daemon" "$@"\n'
     )
     script.chmod(0o755)
     return str(script)
