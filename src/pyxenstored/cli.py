@@ -188,6 +188,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="serve guest rings through the simulated Xen in DIR (tests, benchmarks)",
     )
     p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="the crash journal's directory (default: the socket's; none in stub-domain "
+        "mode unless given)",
+    )
+    p.add_argument(
+        "--no-recover",
+        action="store_true",
+        help="ignore (and remove) a crash journal: start empty",
+    )
+    p.add_argument(
         "--stub-domain",
         action="store_true",
         help="no Unix socket: dom0 connects over its own ring (port from --event)",
@@ -286,6 +297,8 @@ def build_config(args: argparse.Namespace) -> tuple[ServerConfig, list[str]]:
         priv_domid=args.priv_domid,
         settings=settings,
         live_update=args.live_update,
+        state_dir=_absolute(args.state_dir),
+        recover=not args.no_recover,
     )
     return config, ignored
 

@@ -97,6 +97,8 @@ class RingManager:
         self.rescan_interval = rescan_interval
         self._engine: Engine | None = None
         self._flush: Callable[[], None] = lambda: None
+        #: writes the crash journal (the server's ``persist``)
+        self.persist: Callable[[], None] = lambda: None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.by_port: dict[int, RingSink] = {}
         self.by_domid: dict[int, RingSink] = {}
@@ -119,15 +121,27 @@ class RingManager:
             raise RuntimeError("RingManager used before attach()")
         return self._engine
 
-    def attach(self, engine: Engine, flush: Callable[[], None]) -> None:
-        """Bind to the engine (whose backend this is) and to the server's flush."""
+    def attach(
+        self, engine: Engine, flush: Callable[[], None], persist: Callable[[], None] | None = None
+    ) -> None:
+        """Bind to the engine (whose backend this is), to the server's flush and to what
+        writes the crash journal (called after each ring's requests, before replies)."""
         self._engine = engine
         self._flush = flush
+        if persist is not None:
+            self.persist = persist
 
     # -- lifecycle ------------------------------------------------------------------------
-    def start(self, loop: asyncio.AbstractEventLoop, adopted: list[Adopted] | None = None) -> None:
+    def start(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        adopted: list[Adopted] | None = None,
+        rebind: bool = False,
+    ) -> None:
         """Watch the event channel and attach dom0's ring (or, after a live update, every
-        ring the replaced process served: ``adopted``).
+        ring the replaced process served: ``adopted``; after a crash, ``rebind``: the
+        event-channel device died with the process, so each port is bound again and a
+        ring that cannot be mapped is a domain gone meanwhile).
 
         Raises:
             OSError, XenstoreError: dom0's ring cannot be set up in stub-domain mode, or
@@ -137,7 +151,15 @@ class RingManager:
         loop.add_reader(self.xen.fileno(), self._on_event)
         if adopted is not None:
             for item in adopted:
-                self._adopt(item)
+                if not rebind:
+                    self._adopt(item)
+                    continue
+                try:
+                    self._adopt(item, rebind=True)
+                except OSError as err:
+                    log.warning("domain %s: its ring is gone (%s): released", item.domid, err)
+                    if item.domid is not None:
+                        domain_died(self.engine, item.domid)
             # A domain may have died while we were being replaced (C does the same).
             self.check_domains()
             self._sweep_soon()
@@ -159,8 +181,9 @@ class RingManager:
         # Anything already waiting (requests written before we started) is served.
         self._schedule()
 
-    def _adopt(self, item: Adopted) -> None:
-        """Serve a ring the replaced process served: map its page again, keep its port."""
+    def _adopt(self, item: Adopted, rebind: bool = False) -> None:
+        """Serve a ring the replaced process served: map its page again, keep its port
+        (``rebind``: bind the domain's port again, the old binding died with us)."""
         domid, conn = item.domid, item.conn
         if item.kind != "ring" or domid is None or conn is None or item.ring != "serve":
             return
@@ -176,18 +199,29 @@ class RingManager:
         except ValueError as err:
             mapping.close()
             raise OSError(errno.EINVAL, str(err)) from None
-        self.xen.adopt_port(domid, item.port)
-        sink = RingSink(self, domid, conn, mapping, ring, item.port)
+        port = item.port
+        if rebind:
+            try:
+                port = self.xen.bind_interdomain(domid, ring.evtchn_port or item.port)
+            except OSError:
+                ring.release()
+                mapping.close()
+                raise
+        else:
+            self.xen.adopt_port(domid, port)
+        sink = RingSink(self, domid, conn, mapping, ring, port)
         if item.unsent:
             sink.queue.append(item.unsent)
             conn.out_bytes += len(item.unsent)
         conn.sink = sink
-        self.by_port[item.port] = sink
+        self.by_port[port] = sink
         self.by_domid[domid] = sink
         if item.pending_input:
             self.engine.feed(conn, b"")
         self.wake(sink)
-        log.info("domain %d adopted (local port %d)", domid, item.port)
+        if rebind:
+            self.xen.notify(port)
+        log.info("domain %d adopted (local port %d)", domid, port)
 
     def hold(self, held: bool) -> None:
         """Live update: stop (or resume) looking at rings; kicks wait in the device."""
@@ -469,8 +503,7 @@ class RingManager:
                 domain_died(engine, domid)
             else:
                 domain_shut_down(engine, domid)
-        if engine.woken:
-            self._flush()
+        self._flush()
 
 
 #: ``--xen`` choices: ``auto`` is ``linux`` when /dev/xen/evtchn exists, else ``none``.

@@ -180,6 +180,7 @@ class RingSink:
                 if data:
                     moved = True
                     manager.engine.feed(conn, data)
+                    manager.persist()
                     if self.closed or self.broken:
                         return False
                     self._push()

@@ -16,6 +16,7 @@ import os
 import resource
 import signal
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,10 +27,12 @@ from ..errors import Invalid, XenstoreError
 from ..liveconfig.registry import Registry
 from ..liveconfig.tree import ConfigTree
 from ..protocol.framing import FramingError
+from ..state.journal import JournalError, Replayed, replay
 from ..state.snapshot import Handover, Restored, restore, save
 from ..state.stream import GlobalData, Record, StateStreamError, decode
 from .accesslog import AccessLog
 from .daemon import reopen_log_files
+from .journal import Journal, journal_path
 from .liveupdate import LiveUpdate, state_file
 from .loops import loop_factory
 from .pidfile import PidFile
@@ -66,6 +69,11 @@ class ServerConfig:
     event_port: int | None = None
     #: start from a live update's state file (``-U``) instead of an empty store
     live_update: bool = False
+    #: where the crash journal lives (None: the socket's directory; none without a
+    #: socket unless given)
+    state_dir: str | None = None
+    #: replay a journal left by a crash (False: remove it and start empty)
+    recover: bool = True
 
 
 class StartupError(Exception):
@@ -115,6 +123,44 @@ def _writable(path: object) -> None:
         raise Invalid(f"cannot write {path}: {err.strerror}") from None
 
 
+def state_dir(config: ServerConfig) -> str | None:
+    """The crash journal's directory: ``--state-dir``, else the socket's directory."""
+    if config.state_dir:
+        return config.state_dir
+    if config.stub_domain or not config.socket_path:
+        return None
+    return os.path.dirname(config.socket_path) or "."
+
+
+def _read_journal(path: str, new_engine: Callable[[], Engine]) -> Replayed | None:
+    """A journal left by a crash, replayed (None: there is none)."""
+    started = time.monotonic()
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        raise StartupError(f"cannot read the crash journal: {describe_error(err)}") from err
+    try:
+        replayed = replay(data, new_engine)
+    except JournalError as err:
+        raise StartupError(
+            f"cannot recover from {path}: {err} (--no-recover starts empty)"
+        ) from err
+    log.warning(
+        "recovered from a crash: %d nodes, %d domains from %s (%d bytes, %d records%s) in %.3f s",
+        len(replayed.restored.engine.tree.nodes),
+        len(replayed.restored.engine.domains),
+        path,
+        replayed.used,
+        replayed.frames,
+        f"; a torn last record of {replayed.dropped} bytes dropped" if replayed.dropped else "",
+        time.monotonic() - started,
+    )
+    return replayed
+
+
 def _read_state(path: str) -> tuple[list[Record], int]:
     """A live update's state file: its records and the inherited event-channel fd."""
     try:
@@ -152,8 +198,29 @@ class Server:
         elif config.stub_domain:
             raise StartupError("stub-domain mode needs a hypervisor (Xen or --sim-xen)")
         self.engine = Engine(priv_domid=config.priv_domid, backend=self.rings)
-        #: what a live update handed over (None: a fresh start)
+        #: what a live update handed over, or a crash journal gave back (None: fresh)
         self.restored: Restored | None = None
+        #: the state comes from a crash journal (rings are bound again, not adopted)
+        self.recovered = False
+        where = state_dir(config)
+        self.journal_file = journal_path(where) if where else None
+        self.journal: Journal | None = None
+        if self.journal_file is not None and not config.live_update:
+            if not config.recover:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.journal_file)
+                    log.warning("--no-recover: crash journal %s removed", self.journal_file)
+            else:
+                replayed = _read_journal(
+                    self.journal_file,
+                    lambda: Engine(priv_domid=config.priv_domid, backend=self.rings),
+                )
+                if replayed is not None:
+                    self.restored = replayed.restored
+                    self.engine = replayed.restored.engine
+                    self.recovered = True
+                    for note in replayed.notes:
+                        log.info("recovery: %s", note)
         if records is not None:
             try:
                 self.restored = restore(records, self.engine)
@@ -162,7 +229,7 @@ class Server:
             for note in self.restored.notes:
                 log.info("live update: %s", note)
         if self.rings is not None:
-            self.rings.attach(self.engine, self.flush)
+            self.rings.attach(self.engine, self.flush, self.persist)
             self.rings.tick = max(0.001, float(self.registry.get("conflict/replenish-seconds")))
         self.live_config = ConfigTree(self.engine, self.registry, adopt=self.restored is not None)
         self.live_update = LiveUpdate(self)
@@ -241,8 +308,16 @@ class Server:
     def forget(self, proto: SocketProtocol) -> None:
         self.clients.discard(proto)
 
+    def persist(self) -> None:
+        """Write the crash journal's record of the requests just answered (before their
+        replies and events leave)."""
+        journal = self.journal
+        if journal is not None:
+            journal.write_pending()
+
     def flush(self) -> None:
         """Deliver output queued for connections other than the current one."""
+        self.persist()
         woken = self.engine.woken
         while woken:
             conn = woken.pop()
@@ -296,7 +371,11 @@ class Server:
             self._configure_access_log()
             if self.rings is not None:
                 step = "cannot serve Xen rings"
-                self.rings.start(loop, restored.connections if restored is not None else None)
+                self.rings.start(
+                    loop,
+                    restored.connections if restored is not None else None,
+                    rebind=self.recovered,
+                )
             if restored is not None and restored.listen_fd >= 0:
                 step = "cannot adopt the listening socket"
                 sock = socket.socket(fileno=restored.listen_fd)
@@ -311,12 +390,18 @@ class Server:
                 self._listeners.append(await listen_unix(self, config.socket_path, config.backlog))
                 self._owns_socket = True
                 log.info("listening on %s (open-file limit %d)", config.socket_path, nofile)
-            if restored is not None:
+            if restored is not None and not self.recovered:
                 # Consumed (as C): a later start must not take it for a new update.
                 with contextlib.suppress(OSError):
                     os.unlink(state_file())
                 step = "cannot adopt the socket connections"
                 await self._adopt_sockets(loop, restored)
+            if self.journal_file is not None:
+                step = f"cannot write the crash journal {self.journal_file}"
+                journal = Journal(self.journal_file, self.engine)
+                journal.start()
+                self.journal = journal
+                self.flush()
             if self.pid_file is not None:
                 step = f"cannot write the pid file {self.pid_file.path}"
                 self.pid_file.write()
@@ -485,6 +570,10 @@ class Server:
         if path and self._owns_socket:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        if self.journal is not None:
+            # A clean stop: the next start is a fresh one (a failed start keeps it).
+            self.journal.close(remove=self.serving)
+            self.journal = None
         if self.pid_file is not None:
             self.pid_file.remove()
         if self.access_log is not None:

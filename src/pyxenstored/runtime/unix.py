@@ -80,6 +80,7 @@ class SocketProtocol(asyncio.Protocol):
             # check here: the high-water mark pauses us before they can pile up.
             engine = server.engine
             engine.handle(conn, packets[0])
+            server.persist()
             out = conn.out
             if out:
                 conn.out = []
@@ -113,8 +114,10 @@ class SocketProtocol(asyncio.Protocol):
             return
         handle = self.server.engine.handle
         backlog = self.backlog
+        persist = self.server.persist
         while backlog and not conn.closed:
             handle(conn, backlog.popleft())
+            persist()
             if conn.out_bytes >= _HIGH_WATER:
                 self.deliver(conn)
                 if transport.get_write_buffer_size() >= _HIGH_WATER:
