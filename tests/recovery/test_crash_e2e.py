@@ -110,9 +110,8 @@ def test_kill_9_then_restart_guests_go_on(procs: Procs) -> None:
     assert daemon.wait(10) == 0
     assert not journal.exists()
     daemon, sock = start(procs)
-    with connect(sock, procs, daemon) as dom0:
-        with pytest.raises(errors.NoEntry):
-            dom0.read("/crash/a")
+    with connect(sock, procs, daemon) as dom0, pytest.raises(errors.NoEntry):
+        dom0.read("/crash/a")
     daemon.send_signal(signal.SIGKILL)
     daemon.wait(10)
 
@@ -124,15 +123,13 @@ def test_no_recover_starts_empty(procs: Procs) -> None:
     daemon.send_signal(signal.SIGKILL)
     daemon.wait(10)
     daemon, sock = start(procs, "--no-recover")
-    with connect(sock, procs, daemon) as dom0:
-        with pytest.raises(errors.NoEntry):
-            dom0.read("/crash/a")
+    with connect(sock, procs, daemon) as dom0, pytest.raises(errors.NoEntry):
+        dom0.read("/crash/a")
     assert "--no-recover: crash journal" in procs.errors()
     daemon.send_signal(signal.SIGKILL)
     daemon.wait(10)
     # The journal there now is the new daemon's own (empty) one.
     daemon, sock = start(procs)
-    with connect(sock, procs, daemon) as dom0:
-        with pytest.raises(errors.NoEntry):
-            dom0.read("/crash/a")
+    with connect(sock, procs, daemon) as dom0, pytest.raises(errors.NoEntry):
+        dom0.read("/crash/a")
     assert os.path.exists(procs.dir / "journal")
