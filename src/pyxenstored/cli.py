@@ -194,6 +194,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "mode unless given)",
     )
     p.add_argument(
+        "--no-journal",
+        action="store_true",
+        help="keep no crash journal (a crash then loses the whole state)",
+    )
+    p.add_argument(
         "--no-recover",
         action="store_true",
         help="ignore (and remove) a crash journal: start empty",
@@ -298,6 +303,7 @@ def build_config(args: argparse.Namespace) -> tuple[ServerConfig, list[str]]:
         settings=settings,
         live_update=args.live_update,
         state_dir=_absolute(args.state_dir),
+        journal=not args.no_journal,
         recover=not args.no_recover,
     )
     return config, ignored

@@ -21,6 +21,7 @@ from pyxenstored.core.changes import Changes
 from pyxenstored.core.engine import Engine
 from pyxenstored.liveconfig.registry import Registry
 from pyxenstored.liveconfig.tree import ConfigTree
+from pyxenstored.protocol.wire import Op
 from pyxenstored.state import journal
 from pyxenstored.state.journal import JournalError, changes_frame, replay, snapshot_frame
 
@@ -121,16 +122,24 @@ def test_many_crash_points_were_tried() -> None:
 
 def test_a_corrupt_byte_ends_the_journal_there() -> None:
     w = new_world()
-    w.send(0, 2, b"/a\0")  # MKDIR? no: op 2 is READ; use WRITE below
-    w.send(0, 11, b"/a\0one")  # WRITE
+    w.send(0, Op.WRITE, b"/a\0one")
     mark = len(w.journal)
-    w.send(0, 11, b"/b\0two")
+    w.send(0, Op.WRITE, b"/b\0two")
     data = bytearray(w.journal)
     data[mark + 20] ^= 0xFF  # inside the second frame's payload
     r = replay(bytes(data), lambda: fresh_like(w.e))
     assert r.used == mark and r.dropped == len(data) - mark
     assert r.restored.engine.tree.nodes["/a"].value == b"one"
     assert "/b" not in r.restored.engine.tree.nodes
+
+
+def test_reserved_zero_bytes_after_the_last_frame_are_no_torn_frame() -> None:
+    w = new_world()
+    w.send(0, Op.WRITE, b"/a\0one")
+    data = bytes(w.journal) + bytes(8192)
+    r = replay(data, lambda: fresh_like(w.e))
+    assert r.used == len(w.journal) and r.dropped == 0
+    assert r.restored.engine.tree.nodes["/a"].value == b"one"
 
 
 def test_no_snapshot_is_an_error() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import os
 import time
 
@@ -31,6 +32,8 @@ log = logging.getLogger("pyxenstored.journal")
 COMPACT_FACTOR = 4
 #: ... and at least this many bytes
 COMPACT_MIN = 1 << 20
+#: bytes reserved ahead of the last record
+CHUNK = 1 << 20
 
 
 def journal_path(state_dir: str) -> str:
@@ -38,7 +41,14 @@ def journal_path(state_dir: str) -> str:
 
 
 class Journal:
-    """One daemon's journal file."""
+    """One daemon's journal file.
+
+    Records are stored into a shared mapping of the file (the page cache itself: what
+    is stored there is the file's content for any other process, as after write(2))
+    whose blocks are reserved ahead with ``posix_fallocate``, so that appending costs
+    a memory copy, not a system call. Where the file system cannot reserve blocks
+    (a full disk; no fallocate), records go through ``os.write`` instead.
+    """
 
     def __init__(self, path: str, engine: Engine) -> None:
         self.path = path
@@ -48,6 +58,9 @@ class Journal:
         self.size = 0
         self.snapshot_size = 0
         self.compactions = 0
+        self.map: mmap.mmap | None = None
+        #: bytes of the file reserved (and mapped), from 0
+        self.capacity = 0
 
     def start(self) -> None:
         """Write a fresh snapshot and report changes from now on (OSError if not)."""
@@ -59,7 +72,7 @@ class Journal:
         data = snapshot_frame(self.engine)
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         tmp = self.path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             _write_all(fd, data)
         except OSError:
@@ -68,30 +81,65 @@ class Journal:
                 os.unlink(tmp)
             raise
         os.replace(tmp, self.path)
+        self._unmap()
         if self.fd >= 0:
             os.close(self.fd)
-        os.lseek(fd, 0, os.SEEK_END)
         self.fd = fd
         self.size = self.snapshot_size = len(data)
+        self._reserve(0)
         log.debug(
             "journal: snapshot of %d bytes in %.3f s", len(data), time.monotonic() - started
         )
 
+    def _unmap(self) -> None:
+        if self.map is not None:
+            self.map.close()
+            self.map = None
+        self.capacity = 0
+
+    def _reserve(self, need: int) -> None:
+        """Room for ``need`` more bytes in the mapping (or none: plain writes)."""
+        self._unmap()
+        capacity = self.size + need + CHUNK
+        capacity += -capacity % mmap.PAGESIZE
+        try:
+            os.posix_fallocate(self.fd, 0, capacity)
+            self.map = mmap.mmap(self.fd, capacity)
+            self.capacity = capacity
+        except (OSError, ValueError, AttributeError) as err:
+            log.warning("journal: cannot reserve %d bytes (%s): plain writes", capacity, err)
+            self._unmap()
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, self.size)
+            os.lseek(self.fd, self.size, os.SEEK_SET)
+
     def write_pending(self) -> None:
         """Append the changes of the requests answered since the last call."""
         changes = self.changes
-        if not changes or self.fd < 0:
+        ops = changes.ops
+        meta = changes.meta
+        if not ops and not meta:
             return
-        ops, meta = changes.take()
         data = changes_frame(self.engine, ops, meta)
+        ops.clear()  # the tree appends to this very list
+        changes.meta = False
+        if self.fd < 0:
+            return
+        size = self.size
+        end = size + len(data)
         try:
-            _write_all(self.fd, data)
+            if end > self.capacity and self.map is not None:
+                self._reserve(len(data))
+            if self.map is not None:
+                self.map[size:end] = data
+            else:
+                _write_all(self.fd, data)
         except OSError as err:
             log.error("journal: cannot write %s: %s; a fresh snapshot is tried", self.path, err)
             self._compact()
             return
-        self.size += len(data)
-        if self.size > max(COMPACT_MIN, COMPACT_FACTOR * self.snapshot_size):
+        self.size = end
+        if end > self.snapshot_size * COMPACT_FACTOR and end > COMPACT_MIN:
             self._compact()
 
     def _compact(self) -> None:
@@ -104,7 +152,11 @@ class Journal:
     def close(self, remove: bool) -> None:
         """Stop journaling; ``remove`` (a clean shutdown) deletes the file."""
         self.engine.report_changes(None)
+        self._unmap()
         if self.fd >= 0:
+            if not remove:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self.fd, self.size)
             os.close(self.fd)
             self.fd = -1
         if remove:

@@ -74,6 +74,8 @@ class ServerConfig:
     state_dir: str | None = None
     #: replay a journal left by a crash (False: remove it and start empty)
     recover: bool = True
+    #: keep a crash journal at all
+    journal: bool = True
 
 
 class StartupError(Exception):
@@ -125,6 +127,8 @@ def _writable(path: object) -> None:
 
 def state_dir(config: ServerConfig) -> str | None:
     """The crash journal's directory: ``--state-dir``, else the socket's directory."""
+    if not config.journal:
+        return None
     if config.state_dir:
         return config.state_dir
     if config.stub_domain or not config.socket_path:
@@ -401,6 +405,10 @@ class Server:
                 journal = Journal(self.journal_file, self.engine)
                 journal.start()
                 self.journal = journal
+                # The transports call it after every request: no indirection.
+                self.persist = journal.write_pending  # type: ignore[method-assign]
+                if self.rings is not None:
+                    self.rings.persist = journal.write_pending
                 self.flush()
             if self.pid_file is not None:
                 step = f"cannot write the pid file {self.pid_file.path}"
@@ -574,6 +582,9 @@ class Server:
             # A clean stop: the next start is a fresh one (a failed start keeps it).
             self.journal.close(remove=self.serving)
             self.journal = None
+            self.persist = lambda: None  # type: ignore[method-assign]
+            if self.rings is not None:
+                self.rings.persist = self.persist
         if self.pid_file is not None:
             self.pid_file.remove()
         if self.access_log is not None:

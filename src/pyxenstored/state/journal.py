@@ -7,7 +7,11 @@ the payload (u32 LE) | payload``:
   transactions not carried exactly). Always the first frame.
 * ``TREE``: committed tree operations (``Tree.sink``, see ``core.changes``), encoded
   by :func:`encode_ops`; replayed through the same ``Tree`` methods they were made by,
-  so generations, counters and child order come back exactly.
+  so generations, counters and child order come back exactly. Each operation is
+  ``code u8 | path length u32 | value length u32 | permission count u32 | path |
+  value | (mode u8, domid u32) per permission`` (little-endian; codes as in
+  ``store.tree``), or ``COUNTERS u8 | gen u64 | changes u64`` after a rolled-back
+  commit.
 * ``META``: the tree operations of the same request (a u32 length, then as in TREE),
   then a state stream of everything but the nodes (``snapshot.dump(nodes=False)``):
   domains, their event-channel ports, their watches, births, quota tables. The last
@@ -15,9 +19,10 @@ the payload (u32 LE) | payload``:
 
 A frame whose header or payload is cut short, or whose checksum does not match, ends
 the journal: it and anything after it are dropped, never half-applied (a crash while
-writing it). :func:`replay` rebuilds the engine: the SNAP restored, every TREE applied
-to its tree, then the last META restored into a fresh engine that takes that tree.
-Open transactions of guests restore doomed (EAGAIN at commit).
+writing it). Zero bytes after the last frame are room reserved for the next ones.
+:func:`replay` rebuilds the engine: the SNAP restored, every TREE applied to its tree,
+then the last META restored into a fresh engine that takes that tree. Open
+transactions of guests restore doomed (EAGAIN at commit).
 """
 
 from __future__ import annotations
@@ -95,9 +100,16 @@ def snapshot_frame(engine: Engine) -> bytes:
 def changes_frame(engine: Engine, ops: list[tuple[object, ...]], meta: bool) -> bytes:
     """The frame of one request's changes (``Changes.take()``): TREE, or META when
     anything besides the tree changed (then with the engine's state without nodes)."""
-    raw = encode_ops(ops)
     if not meta:
-        return frame(TREE, raw)
+        if len(ops) == 1 and ops[0][0] == SET_VALUE:
+            # The common case (a WRITE of an existing node), without the general loop.
+            _, path, value = ops[0]
+            p = path.encode("ascii")  # type: ignore[attr-defined]
+            raw: bytes = _OP.pack(SET_VALUE, len(p), len(value), 0) + p + value  # type: ignore[arg-type]
+        else:
+            raw = encode_ops(ops)
+        return _FRAME.pack(TREE, len(raw), zlib.crc32(raw)) + raw
+    raw = encode_ops(ops)
     state = encode(dump(engine, nodes=False, exact_transactions=False))
     return frame(META, _LEN.pack(len(raw)) + raw + state)
 
@@ -228,7 +240,8 @@ class Replayed:
     Attributes:
         restored: the state to serve from (as ``snapshot.restore`` gives it).
         used: bytes of the journal replayed (complete frames).
-        dropped: bytes dropped at its end (a torn last frame).
+        dropped: bytes dropped at its end (a torn last frame; reserved zero bytes
+            after the last frame are not counted).
         frames: frames replayed.
     """
 
@@ -285,4 +298,7 @@ def replay(data: bytes, new_engine: Callable[[], Engine]) -> Replayed:
                 fresh = Transaction(txn.id, tree, engine.conflicts)
                 fresh.view.doomed = True
                 engine.transaction_started(conn, fresh)
-    return Replayed(restored, used, len(data) - used, len(found), notes)
+    dropped = len(data) - used
+    if dropped and data.count(0, used) == dropped:
+        dropped = 0  # the journal's reserved room, never written
+    return Replayed(restored, used, dropped, len(found), notes)
