@@ -58,261 +58,60 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import ctypes
 import math
 import multiprocessing
 import os
-import signal
-import socket
 import statistics
-import struct
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier, Event
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import xsload
-
-JsonDict = dict[str, Any]
-
-HEADER = struct.Struct("<IIII")
-PACK = HEADER.pack
-UNPACK_FROM = HEADER.unpack_from
-
-# Message types (xs_wire.h; spec/xenstore-protocol.md §1.3).
-XS_DIRECTORY = 1
-XS_READ = 2
-XS_WATCH = 4
-XS_TRANSACTION_START = 6
-XS_TRANSACTION_END = 7
-XS_INTRODUCE = 8
-XS_WRITE = 11
-XS_MKDIR = 12
-XS_RM = 13
-XS_SET_PERMS = 14
-XS_WATCH_EVENT = 15
-XS_ERROR = 16
-
-OP_NAMES = {
-    XS_DIRECTORY: "DIRECTORY",
-    XS_READ: "READ",
-    XS_WATCH: "WATCH",
-    XS_TRANSACTION_START: "TRANSACTION_START",
-    XS_TRANSACTION_END: "TRANSACTION_END",
-    XS_INTRODUCE: "INTRODUCE",
-    XS_WRITE: "WRITE",
-    XS_MKDIR: "MKDIR",
-    XS_RM: "RM",
-    XS_SET_PERMS: "SET_PERMS",
-}
+from xsbench import cli
+from xsbench.aio import CONNECT_TIMEOUT, Conn, GuestConn, SocketConn, request
+from xsbench.guests import import_client
+from xsbench.measure import (
+    DaemonCpu,
+    JsonDict,
+    cpu_per_request_us,
+    load_cores,
+    percentile,
+    raise_nofile_limit,
+)
+from xsbench.procs import collect, die_with_parent, reap
+from xsbench.report import fmt, fmt_pct, metric, print_table, run_and_report
+from xsbench.wire import (
+    XS_DIRECTORY,
+    XS_ERROR,
+    XS_INTRODUCE,
+    XS_MKDIR,
+    XS_READ,
+    XS_RM,
+    XS_SET_PERMS,
+    XS_TRANSACTION_END,
+    XS_TRANSACTION_START,
+    XS_WATCH,
+    XS_WRITE,
+    Connection,
+    XsError,
+    error_name,
+    path_arg,
+    perms_arg,
+    watch_arg,
+    write_arg,
+)
 
 BACKEND_ROOT = "/local/domain/0/backend"
 MARKER = f"{BACKEND_ROOT}/bootstorm-drain"
 ENOENT = ("ENOENT",)
-CONNECT_TIMEOUT = 120.0
 MAX_ERROR_SAMPLES = 20
 # Transaction kinds, as counted in the report.
 TXN_KINDS = ("T1", "T2", "device", "guest")
-
-
-# --------------------------------------------------------------------------
-# Wire helpers
-# --------------------------------------------------------------------------
-
-
-def arg(path: str) -> bytes:
-    return path.encode() + b"\0"
-
-
-def write_arg(path: str, value: str) -> bytes:
-    return path.encode() + b"\0" + value.encode()
-
-
-def perms_arg(path: str, perms: Sequence[str]) -> bytes:
-    return path.encode() + b"\0" + b"".join(p.encode() + b"\0" for p in perms)
-
-
-def watch_arg(path: str, token: str) -> bytes:
-    return path.encode() + b"\0" + token.encode() + b"\0"
-
-
-class XsError(Exception):
-    """An XS_ERROR reply that the libxl code path does not tolerate."""
-
-    def __init__(self, name: str, op: int, payload: bytes) -> None:
-        what = payload.split(b"\0", 1)[0].decode(errors="replace")
-        super().__init__(f"{name} on {OP_NAMES.get(op, op)} {what}")
-        self.name = name
-
-
-Reply = tuple[int, bytes]
-
-
-class Conn(Protocol):
-    """What a VM start needs from a connection: one request, its reply (type, payload)."""
-
-    def call(self, op: int, payload: bytes, tx: int = 0) -> Awaitable[Reply]: ...
-
-
-class _XsProtocol(asyncio.BufferedProtocol):
-    """A Unix-socket xenstore connection: replies matched by req_id, events counted.
-
-    A BufferedProtocol: the transport reads into one preallocated buffer
-    (``recv_into``) rather than allocating asyncio's 256 KiB ``recv`` buffer for
-    every reply, which halves the client's CPU time per request.
-    """
-
-    SIZE = 65536
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buf = bytearray(self.SIZE)
-        self.view = memoryview(self.buf)
-        self.start = 0  # first unparsed byte
-        self.end = 0  # end of the received bytes
-        self.waiting: dict[int, asyncio.Future[Reply]] = {}
-        self.events = 0
-        self.on_event: Callable[[bytes], None] | None = None
-        self.lost = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        start, end = self.start, self.end
-        if start == end:
-            self.start = self.end = 0
-        elif self.SIZE - end < 8192:  # keep room for a whole message (at most 4112 bytes)
-            self.buf[: end - start] = self.buf[start:end]
-            self.start, self.end = 0, end - start
-        return self.view[self.end :]
-
-    def buffer_updated(self, nbytes: int) -> None:
-        buf = self.buf
-        end = self.end = self.end + nbytes
-        off = self.start
-        waiting = self.waiting
-        while end - off >= 16:
-            op, req_id, _tx, length = UNPACK_FROM(buf, off)
-            stop = off + 16 + length
-            if stop > end:
-                break
-            payload = bytes(buf[off + 16 : stop])
-            off = stop
-            if op == XS_WATCH_EVENT:
-                self.events += 1
-                if self.on_event is not None:
-                    self.on_event(payload)
-                continue
-            fut = waiting.pop(req_id, None)
-            if fut is not None and not fut.done():
-                fut.set_result((op, payload))
-        self.start = off
-
-    def eof_received(self) -> bool | None:
-        return None  # close the transport; connection_lost fails the waiters
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        err = ConnectionError(f"daemon closed the connection ({exc or 'EOF'})")
-        for fut in self.waiting.values():
-            if not fut.done():
-                fut.set_exception(err)
-        self.waiting.clear()
-
-
-async def connect_unix_async(path: str, timeout: float = CONNECT_TIMEOUT) -> socket.socket:
-    """A connected non-blocking socket; retries while the daemon's backlog is full.
-
-    C xenstored and oxenstored listen with a backlog of 1: a non-blocking connect
-    then fails with EAGAIN and must be retried (see xsload.connect_unix).  Refused
-    or missing sockets are not retried: the daemon was serving when the run began.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    delay = 1e-4
-    while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        try:
-            sock.connect(path)
-        except (BlockingIOError, InterruptedError):
-            sock.close()
-            if loop.time() > deadline:
-                raise TimeoutError(f"could not connect to {path} within {timeout:.0f} s") from None
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5e-3)
-            continue
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-
-
-class SocketConn:
-    """A Unix-socket connection (the dom0 toolstack, or a watcher)."""
-
-    def __init__(self, transport: asyncio.Transport, proto: _XsProtocol, counter: list[int]):
-        self.transport = transport
-        self.proto = proto
-        self.counter = counter  # counter[0] += 1 per request
-        self.next_id = 1
-        self.loop = asyncio.get_running_loop()
-
-    @classmethod
-    async def open(cls, path: str, counter: list[int]) -> SocketConn:
-        sock = await connect_unix_async(path)
-        loop = asyncio.get_running_loop()
-        transport, proto = await loop.create_unix_connection(_XsProtocol, sock=sock)
-        assert isinstance(transport, asyncio.Transport)
-        return cls(transport, proto, counter)
-
-    def call(self, op: int, payload: bytes, tx: int = 0) -> asyncio.Future[Reply]:
-        req_id = self.next_id
-        self.next_id = req_id + 1
-        fut: asyncio.Future[Reply] = self.loop.create_future()
-        if self.proto.lost:
-            fut.set_exception(ConnectionError("daemon closed the connection"))
-            return fut
-        self.proto.waiting[req_id] = fut
-        self.transport.write(PACK(op, req_id, tx, len(payload)) + payload)
-        self.counter[0] += 1
-        return fut
-
-    def close(self) -> None:
-        self.transport.close()
-
-
-class GuestConn:
-    """A simulated guest's connection over its ring (pyxenstored.client, ring mode only)."""
-
-    def __init__(self, client: Any, counter: list[int]) -> None:
-        self.client = client
-        self.counter = counter
-
-    async def call(self, op: int, payload: bytes, tx: int = 0) -> Reply:
-        self.counter[0] += 1
-        packet = await self.client.exchange(op, payload, tx)
-        return packet.op, packet.payload
-
-
-async def request(
-    conn: Conn, op: int, payload: bytes, tx: int = 0, allow: Sequence[str] = ()
-) -> bytes | None:
-    """One round trip; the reply payload, None for an allowed error, else XsError."""
-    rtype, reply = await conn.call(op, payload, tx)
-    if rtype != XS_ERROR:
-        return reply
-    name = reply.rstrip(b"\0").decode(errors="replace")
-    if name in allow:
-        return None
-    raise XsError(name, op, payload)
 
 
 # --------------------------------------------------------------------------
@@ -515,7 +314,7 @@ class Worker:
             if rtype != XS_ERROR:
                 self.r.commits[kind] += 1
                 return
-            name = payload.rstrip(b"\0").decode(errors="replace")
+            name = error_name(payload)
             if name != "EAGAIN":
                 raise XsError(name, XS_TRANSACTION_END, b"T\0")
             self.note_eagain(kind, sub)
@@ -533,7 +332,7 @@ class Worker:
 
     async def name_scan(self, conn: Conn, vm: VmSpec) -> None:
         """libxl_name_to_domid: list the domains, READ each one's name (tx 0)."""
-        listing = await request(conn, XS_DIRECTORY, arg("/local/domain"))
+        listing = await request(conn, XS_DIRECTORY, path_arg("/local/domain"))
         assert listing is not None
         for entry in listing.split(b"\0"):
             if not entry:
@@ -552,16 +351,16 @@ class Worker:
         noperm = ("n0",)
 
         async def body(tx: int) -> None:
-            await request(conn, XS_RM, arg(dom), tx, ENOENT)
+            await request(conn, XS_RM, path_arg(dom), tx, ENOENT)
             await self.mknod(conn, tx, dom, roperm)
-            await request(conn, XS_RM, arg(vm_path), tx, ENOENT)
+            await request(conn, XS_RM, path_arg(vm_path), tx, ENOENT)
             await self.mknod(conn, tx, vm_path, roperm)
-            await request(conn, XS_RM, arg(lx), tx, ENOENT)
+            await request(conn, XS_RM, path_arg(lx), tx, ENOENT)
             await self.mknod(conn, tx, lx, noperm)
             await self.mknod(conn, tx, f"{lx}/device", noperm)
             await request(conn, XS_WRITE, write_arg(f"{dom}/vm", vm_path), tx)
             # libxl__domain_rename(gc, domid, NULL, name, t)
-            await request(conn, XS_READ, arg(f"{dom}/image/device-model-domid"), 0, ENOENT)
+            await request(conn, XS_READ, path_arg(f"{dom}/image/device-model-domid"), 0, ENOENT)
             if self.s.scan == "in-t1":
                 await self.name_scan(conn, vm)
             await request(conn, XS_WRITE, write_arg(f"{dom}/name", vm.name), tx)
@@ -599,9 +398,9 @@ class Worker:
         d = vm.domid
         dom = f"/local/domain/{d}"
         # libxl__build_pre, then libxl__build_post's READ of ~/vm.
-        await request(conn, XS_READ, arg("/tool/xenstored/domid"), 0, ENOENT)
-        await request(conn, XS_READ, arg("/tool/xenconsoled/domid"), 0, ENOENT)
-        vm_path = (await request(conn, XS_READ, arg(f"{dom}/vm")) or b"").decode()
+        await request(conn, XS_READ, path_arg("/tool/xenstored/domid"), 0, ENOENT)
+        await request(conn, XS_READ, path_arg("/tool/xenconsoled/domid"), 0, ENOENT)
+        vm_path = (await request(conn, XS_READ, path_arg(f"{dom}/vm")) or b"").decode()
         now = time.time()
         local = [
             ("memory/static-max", "1048576"),
@@ -635,7 +434,7 @@ class Worker:
         if rtype != XS_ERROR:
             self.r.introduce_ok += 1
             return True
-        name = reply.rstrip(b"\0").decode(errors="replace")
+        name = error_name(reply)
         self.r.introduce_errors[name] = self.r.introduce_errors.get(name, 0) + 1
         if self.s.transport == "ring":
             raise XsError(name, XS_INTRODUCE, payload)
@@ -647,20 +446,20 @@ class Worker:
         be_perms = ("n0", f"r{d}")
 
         async def body(tx: int) -> None:
-            await request(conn, XS_READ, arg(dev.libxl), tx, ENOENT)  # libxl__device_exists
-            await request(conn, XS_RM, arg(dev.libxl), tx, ENOENT)
+            await request(conn, XS_READ, path_arg(dev.libxl), tx, ENOENT)  # libxl__device_exists
+            await request(conn, XS_RM, path_arg(dev.libxl), tx, ENOENT)
             await request(conn, XS_WRITE, write_arg(f"{dev.libxl}/frontend", dev.frontend), tx)
             await request(conn, XS_WRITE, write_arg(f"{dev.libxl}/backend", dev.backend), tx)
-            await request(conn, XS_RM, arg(dev.frontend), tx, ENOENT)
-            await request(conn, XS_MKDIR, arg(dev.frontend), tx)
+            await request(conn, XS_RM, path_arg(dev.frontend), tx, ENOENT)
+            await request(conn, XS_MKDIR, path_arg(dev.frontend), tx)
             await request(conn, XS_SET_PERMS, perms_arg(dev.frontend, fe_perms), tx)
             await request(conn, XS_WRITE, write_arg(f"{dev.frontend}/backend", dev.backend), tx)
             for key, value in dev.front:
                 path = f"{dev.frontend}/{key}"
                 await request(conn, XS_WRITE, write_arg(path, value), tx)
                 await request(conn, XS_SET_PERMS, perms_arg(path, fe_perms), tx)
-            await request(conn, XS_RM, arg(dev.backend), tx, ENOENT)
-            await request(conn, XS_MKDIR, arg(dev.backend), tx)
+            await request(conn, XS_RM, path_arg(dev.backend), tx, ENOENT)
+            await request(conn, XS_MKDIR, path_arg(dev.backend), tx)
             await request(conn, XS_SET_PERMS, perms_arg(dev.backend, be_perms), tx)
             await request(conn, XS_WRITE, write_arg(f"{dev.backend}/frontend", dev.frontend), tx)
             for key, value in dev.back:
@@ -672,9 +471,9 @@ class Worker:
 
     async def guest_frontend(self, gconn: Conn, dev: Device) -> None:
         """A guest frontend driver connecting to its backend, through the guest's ring."""
-        await request(gconn, XS_READ, arg(f"{dev.frontend}/backend"))
-        await request(gconn, XS_READ, arg(f"{dev.frontend}/backend-id"))
-        await request(gconn, XS_READ, arg(f"{dev.backend}/state"))
+        await request(gconn, XS_READ, path_arg(f"{dev.frontend}/backend"))
+        await request(gconn, XS_READ, path_arg(f"{dev.frontend}/backend-id"))
+        await request(gconn, XS_READ, path_arg(f"{dev.backend}/state"))
 
         async def body(tx: int) -> None:
             for key, value in dev.guest_keys:
@@ -747,7 +546,7 @@ class Worker:
 
     async def run(self, vms: Sequence[VmSpec], stop: Event, results: Queue[WorkerResult]) -> None:
         if self.s.transport == "ring":
-            self.ring, self.aio = import_ring_client()
+            self.ring, self.aio = import_client()
         loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(self.s.concurrency) if self.s.concurrency else None
         cpu0 = time.process_time()
@@ -777,29 +576,6 @@ class Worker:
                     await outcome
 
 
-def import_ring_client() -> tuple[Any, Any]:
-    """pyxenstored's ring client (ring mode only); from src/ when not installed."""
-    try:
-        from pyxenstored.client import aio, ring
-    except ImportError:
-        src = Path(__file__).resolve().parent.parent / "src"
-        sys.path.insert(0, str(src))
-        from pyxenstored.client import aio, ring
-    return ring, aio
-
-
-def die_with_parent(parent: int) -> None:
-    """Be killed when the controller dies, even by SIGKILL (prctl PR_SET_PDEATHSIG).
-
-    compare.py kills a load generator that overruns its --run-timeout; the worker
-    processes must not go on loading the next daemon under test.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # died before prctl took effect
-        os._exit(1)
-
-
 def worker_main(
     index: int,
     parent: int,
@@ -813,7 +589,7 @@ def worker_main(
     posted = False
     try:
         die_with_parent(parent)
-        xsload.raise_nofile_limit()
+        raise_nofile_limit()
         start.wait(timeout=CONNECT_TIMEOUT)
         worker = Worker(settings, result)
 
@@ -897,7 +673,7 @@ def setup_tree(path: str, warm: bool) -> None:
     ``warm``: also the per-kind backend directories, which exist once a host has
     run a VM with that kind of device (nothing removes them).
     """
-    with xsload.Connection(path) as conn:
+    with Connection(path) as conn:
         conn.sock.settimeout(30)
         conn.write("/local/domain/0/name", b"Domain-0")
         conn.write("/local/domain/0/domid", b"0")
@@ -905,11 +681,11 @@ def setup_tree(path: str, warm: bool) -> None:
         if warm:
             directories += [f"{BACKEND_ROOT}/{kind}" for kind in ("console", "vbd", "vif")]
         for directory in directories:
-            conn.request(XS_MKDIR, arg(directory))
+            conn.request(XS_MKDIR, path_arg(directory))
 
 
 def write_marker(path: str) -> None:
-    with xsload.Connection(path, timeout=10) as conn:
+    with Connection(path, timeout=10) as conn:
         conn.sock.settimeout(10)
         conn.write(MARKER, str(time.time()).encode())
 
@@ -921,17 +697,17 @@ def summarize_s(values: Sequence[float]) -> JsonDict:
     return {
         "count": len(ordered),
         "median": statistics.median(ordered),
-        "p95": xsload.percentile(ordered, 0.95),
+        "p95": percentile(ordered, 0.95),
         "min": ordered[0],
         "max": ordered[-1],
         "mean": statistics.fmean(ordered),
     }
 
 
-def run_bootstorm(args: argparse.Namespace, cpu: xsload.DaemonCpu) -> JsonDict:
-    xsload.raise_nofile_limit()
+def run_bootstorm(args: argparse.Namespace, cpu: DaemonCpu) -> JsonDict:
+    raise_nofile_limit()
     if args.transport == "ring":
-        import_ring_client()  # fail early, before any process starts
+        import_client()  # fail early, before any process starts
         if not Path(args.fakexen_dir).is_dir():
             raise RuntimeError(
                 f"--transport ring: {args.fakexen_dir} is not a directory; start the daemon "
@@ -985,22 +761,14 @@ def run_bootstorm(args: argparse.Namespace, cpu: xsload.DaemonCpu) -> JsonDict:
         cpu_before = cpu.seconds()
         start.wait(timeout=CONNECT_TIMEOUT)
         t_released = time.monotonic()
-        for _ in procs:
-            try:
-                collected.append(results.get(timeout=args.timeout + 60))
-            except Exception:
-                break
+        collected = collect(results, len(procs), args.timeout + 60)
         cpu_after = cpu.seconds()
         cpu_at = time.monotonic()
         if watcher is not None:
             drain = drain_watcher(args, messages)
     finally:
         stop.set()
-        for proc in procs:
-            proc.join(timeout=15)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+        reap(procs, 15)
         if watcher is not None:
             watcher.kill()
             watcher.join()
@@ -1015,7 +783,7 @@ def drain_watcher(args: argparse.Namespace, messages: Queue[tuple[str, str]]) ->
     t0 = time.monotonic()
     try:
         write_marker(args.socket)
-    except (OSError, xsload.XsError) as err:
+    except (OSError, XsError) as err:
         drain["error"] = f"marker write failed: {err}"
         return drain
     deadline = t0 + args.drain_timeout
@@ -1032,6 +800,15 @@ def drain_watcher(args: argparse.Namespace, messages: Queue[tuple[str, str]]) ->
         if kind == "failed":
             drain["error"] = f"backend watcher failed: {text}"
             return drain
+
+
+def merge_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    """Counters by name, summed over the workers."""
+    merged: dict[str, int] = {}
+    for part in counts:
+        for name, n in part.items():
+            merged[name] = merged.get(name, 0) + n
+    return merged
 
 
 def build_report(
@@ -1055,14 +832,8 @@ def build_report(
     wall = ended - started if ended > started else math.nan
     eagain = {k: sum(w.eagain[k] for w in collected) for k in TXN_KINDS}
     commits = {k: sum(w.commits[k] for w in collected) for k in TXN_KINDS}
-    eagain_detail: dict[str, int] = {}
-    for w in collected:
-        for sub, n in w.eagain_detail.items():
-            eagain_detail[sub] = eagain_detail.get(sub, 0) + n
-    intro_errors: dict[str, int] = {}
-    for w in collected:
-        for name, n in w.introduce_errors.items():
-            intro_errors[name] = intro_errors.get(name, 0) + n
+    eagain_detail = merge_counts(w.eagain_detail for w in collected)
+    intro_errors = merge_counts(w.introduce_errors for w in collected)
     watcher_on = not args.no_backend_watcher
     breakdown = {
         "toolstack": sum(w.requests for w in collected),
@@ -1077,13 +848,10 @@ def build_report(
     unfinished = args.vms - completed - failed  # cancelled at the timeout, or lost
     errors = sum(w.errors for w in collected) + len(failures)
     samples = [s for w in collected for s in w.error_samples][:MAX_ERROR_SAMPLES]
-    stuck: dict[str, int] = {}
-    for w in collected:
-        for step, n in w.stuck.items():
-            stuck[step] = stuck.get(step, 0) + n
+    stuck = merge_counts(w.stuck for w in collected)
     client_cpu = sum(w.cpu for w in collected)
     daemon_cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
-    load_cores = len(os.sched_getaffinity(0))
+    cores = load_cores()
     results: JsonDict = {
         "vms": args.vms,
         "completed": completed,
@@ -1112,12 +880,11 @@ def build_report(
         },
         "release_watchers": 0 if args.no_release_watchers else completed,
         "daemon_cpu_s": daemon_cpu,
-        "daemon_cpu_us_per_req": xsload.cpu_per_request_us(cpu_before, cpu_after, total),
+        "daemon_cpu_us_per_req": cpu_per_request_us(cpu_before, cpu_after, total),
         "daemon_busy": daemon_cpu / (cpu_at - t_released) if daemon_cpu is not None else None,
         "client_cpu_s": client_cpu,
-        "client_busy": client_cpu / wall / load_cores if wall and not math.isnan(wall) else None,
+        "client_busy": client_cpu / wall / cores if wall and not math.isnan(wall) else None,
     }
-    metric = xsload.metric
     metrics: JsonDict = {
         "wall_s": metric(wall, "s", "lower"),
         "eagain": metric(results["eagain"], "count", "lower"),
@@ -1145,7 +912,7 @@ def build_report(
             "backend_watcher": watcher_on,
             "release_watchers": not args.no_release_watchers,
             "timeout_s": args.timeout,
-            "load_cores": load_cores,
+            "load_cores": cores,
         },
         "results": results,
         "metrics": metrics,
@@ -1155,7 +922,6 @@ def build_report(
 def print_report(report: JsonDict) -> None:
     r = report["results"]
     p = report["params"]
-    fmt = xsload.fmt
     lat = r["vm_latency_s"]
     bw = r["backend_watcher"]
     src = r["requests_by_source"]
@@ -1204,8 +970,8 @@ def print_report(report: JsonDict) -> None:
             + (", ".join(f"{k} {v}" for k, v in r["introduce"]["errors"].items()) or "0"),
         ],
         ["daemon CPU µs/req", fmt(r["daemon_cpu_us_per_req"], 1)],
-        ["daemon busy %", fmt(None if r["daemon_busy"] is None else 100 * r["daemon_busy"], 0)],
-        ["client busy %", fmt(None if r["client_busy"] is None else 100 * r["client_busy"], 0)],
+        ["daemon busy %", fmt_pct(r["daemon_busy"])],
+        ["client busy %", fmt_pct(r["client_busy"])],
     ]
     if bw["enabled"]:
         rows.append(
@@ -1215,7 +981,7 @@ def print_report(report: JsonDict) -> None:
                 + (fmt(bw["drain_s"], 3) if bw["drained"] else f"({bw['error']})"),
             ]
         )
-    xsload.print_table(["bootstorm", "value"], rows)
+    print_table(["bootstorm", "value"], rows)
     for sample in r["error_samples"]:
         print(f"  error: {sample}")
 
@@ -1230,18 +996,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Bootstorm: N concurrent libxl-style VM starts against a xenstore daemon",
         epilog="See benchmarks/README.md.",
     )
-    parser.add_argument("--socket", required=True, help="the daemon's Unix socket")
-    parser.add_argument("--json", metavar="FILE", help="also write results as JSON to FILE")
+    cli.add_common_arguments(parser, with_defaults=True, socket_required=True)
     parser.add_argument(
-        "--daemon-pid", type=int, metavar="PID", help="measure this process's CPU time"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no table on stdout")
-    parser.add_argument(
-        "--vms", type=xsload.positive_int, default=200, help="VM starts (default %(default)s)"
+        "--vms", type=cli.positive_int, default=200, help="VM starts (default %(default)s)"
     )
     parser.add_argument(
         "--workers",
-        type=xsload.positive_int,
+        type=cli.positive_int,
         default=4,
         help="client processes sharing the VM starts (default %(default)s)",
     )
@@ -1252,10 +1013,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="VM starts in progress at once, over all workers (default 0: all of them)",
     )
     parser.add_argument(
-        "--first-domid", type=xsload.positive_int, default=1, help="domid of the first VM"
+        "--first-domid", type=cli.positive_int, default=1, help="domid of the first VM"
     )
     parser.add_argument(
-        "--vcpus", type=xsload.positive_int, default=2, help="vCPUs per VM (default 2)"
+        "--vcpus", type=cli.positive_int, default=2, help="vCPUs per VM (default 2)"
     )
     parser.add_argument(
         "--scan",
@@ -1288,10 +1049,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="socket: dom0 traffic only; ring: every VM is also a simulated guest whose "
         "frontends talk through its ring (daemon with the simulated Xen)",
     )
-    parser.add_argument(
-        "--fakexen-dir",
-        help="the simulated Xen's directory (default: 'fakexen' beside the socket)",
-    )
+    cli.add_fakexen_dir(parser)
     parser.add_argument(
         "--timeout",
         type=float,
@@ -1310,13 +1068,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.fakexen_dir is None:
-        args.fakexen_dir = os.path.join(os.path.dirname(os.path.abspath(args.socket)), "fakexen")
+    cli.default_fakexen_dir(args)
     if args.concurrency < 0:
         parser.error("--concurrency must be >= 0")
     if not Path(args.socket).exists():
         parser.error(f"--socket {args.socket}: no such socket (is the daemon running?)")
-    report = xsload.run_and_report(
+    report = run_and_report(
         "bootstorm", "bootstorm", f"on {args.socket}", args, run_bootstorm, print_report
     )
     r = report["results"]

@@ -2,6 +2,7 @@
 compare.py have in common.
 
 * ``wire``: the xenstore wire protocol and a blocking Unix-socket client (``Connection``).
+* ``aio``: the asyncio clients of the bootstorm (``Conn``: a socket or a guest's ring).
 * ``measure``: the daemon's CPU time from /proc, timed round trips, percentiles.
 * ``report``: metrics, tables, and ``run_and_report`` (the header of every report).
 * ``procs``: client worker processes behind barriers, and reaping them.
