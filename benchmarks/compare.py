@@ -28,11 +28,9 @@ benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
-import re
 import shlex
 import shutil
 import signal
@@ -40,71 +38,43 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
 
 import bootstorm
 import rings
 import xsload
+from xsbench.cli import positive_int
+from xsbench.daemons import (
+    DEFAULT_DAEMONS,
+    PRESETS,
+    REPO,
+    DaemonSpec,
+    RunningDaemon,
+    parse_daemon,
+    shutdown_metrics,
+    start_daemon,
+    stop_daemon,
+)
+from xsbench.measure import JsonDict
+from xsbench.report import fmt, print_table
 
-REPO = Path(__file__).resolve().parent.parent
 XSLOAD = Path(__file__).resolve().parent / "xsload.py"
 RINGS = Path(__file__).resolve().parent / "rings.py"
 BOOTSTORM = Path(__file__).resolve().parent / "bootstorm.py"
 
-PRESETS: dict[str, str] = {
-    "cxenstored": "{shared}/reference/peer.sh cxenstored {dir}",
-    "oxenstored": "{shared}/reference/peer.sh oxenstored {dir}",
-    "pyxenstored": "{repo}/.venv/bin/python -m pyxenstored -N --socket {dir}/socket",
-    # C's conflict rule (generation counts), for the bootstorm workload.
-    "pyxenstored-generation": "{repo}/.venv/bin/python -m pyxenstored -N "
-    "--transaction-conflicts generation --socket {dir}/socket",
-    # With the simulated Xen in {dir}/fakexen, for the ring-* workloads (rings.py).
-    "cxenstored-rings": "env FAKEXEN_NDOMS=4096 {shared}/reference/rings.sh {dir}",
-    "pyxenstored-rings": "env FAKEXEN_NDOMS=4096 {repo}/.venv/bin/python -m pyxenstored -N "
-    "--socket {dir}/socket --sim-xen {dir}/fakexen",
-}
-DEFAULT_DAEMONS = ("cxenstored", "oxenstored")
 # Ring workloads (rings.py; *-rings daemons only): compare.py name -> rings.py workload.
 RING_WORKLOADS = {f"ring-{name}": name for name in rings.WORKLOADS}
 # bootstorm.py: N concurrent libxl-style VM starts (long: not in the default set).
 BOOTSTORM_WORKLOAD = "bootstorm"
+PARSERS: dict[Path, Callable[[], argparse.ArgumentParser]] = {
+    XSLOAD: xsload.build_parser,
+    RINGS: rings.build_parser,
+    BOOTSTORM: bootstorm.build_parser,
+}
 WORKLOAD_NAMES = tuple(xsload.WORKLOADS) + tuple(RING_WORKLOADS) + (BOOTSTORM_WORKLOAD,)
-
-JsonDict = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class DaemonSpec:
-    """How to start one daemon under test."""
-
-    name: str
-    template: str
-
-    def argv(self, run_dir: Path, shared: Path) -> list[str]:
-        values = {"dir": str(run_dir), "repo": str(REPO), "shared": str(shared)}
-        return [token.format(**values) for token in shlex.split(self.template)]
-
-
-@dataclass
-class RunningDaemon:
-    spec: DaemonSpec
-    proc: subprocess.Popen[bytes]
-    run_dir: Path
-    log: IO[bytes]
-    comm: str = ""
-
-    @property
-    def socket(self) -> Path:
-        return self.run_dir / "socket"
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
 
 
 @dataclass
@@ -136,121 +106,21 @@ class Settings:
 
 
 # --------------------------------------------------------------------------
-# Daemon lifecycle
-# --------------------------------------------------------------------------
-
-
-def log_tail(path: Path, lines: int = 15) -> str:
-    """The end of a log file, formatted to be appended to an error message."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    tail = text.splitlines()[-lines:]
-    return "; log:\n" + "\n".join(tail) if tail else "; empty log"
-
-
-def daemon_answers(sock_path: Path) -> bool:
-    """True once the daemon accepts a connection and answers a request."""
-    try:
-        with xsload.Connection(str(sock_path), timeout=1.0) as conn:
-            conn.sock.settimeout(2.0)
-            conn.request_raw(xsload.XS_DIRECTORY, b"/\0")
-        return True
-    except (OSError, TimeoutError):
-        return False
-
-
-def start_daemon(spec: DaemonSpec, settings: Settings) -> RunningDaemon:
-    """Start one daemon in a fresh directory and its own session; wait until it serves."""
-    run_dir = Path(tempfile.mkdtemp(prefix=f"xsbench-{spec.name}-", dir="/tmp"))
-    argv = settings.daemon_prefix + spec.argv(run_dir, settings.shared)
-    log = (run_dir / "daemon.log").open("wb")
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        log.close()
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise RuntimeError(f"cannot start {spec.name}: {shlex.join(argv)}: {exc}") from exc
-    daemon = RunningDaemon(spec, proc, run_dir, log)
-    try:
-        wait_until_serving(daemon, settings.start_timeout, shlex.join(argv))
-    except RuntimeError:
-        stop_daemon(daemon)  # run_dir is kept: the error names it
-        raise
-    except BaseException:  # interrupted
-        stop_daemon(daemon)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    with contextlib.suppress(OSError):
-        daemon.comm = Path(f"/proc/{proc.pid}/comm").read_text().strip()
-    return daemon
-
-
-def wait_until_serving(daemon: RunningDaemon, timeout: float, command: str) -> None:
-    """Wait until the daemon answers on its socket; RuntimeError if it exits or times out."""
-    deadline = time.monotonic() + timeout
-    while not (daemon.socket.exists() and daemon_answers(daemon.socket)):
-        log = daemon.run_dir / "daemon.log"
-        if daemon.proc.poll() is not None:
-            raise RuntimeError(
-                f"{daemon.spec.name} exited with status {daemon.proc.returncode} before serving "
-                f"its socket ({command}); kept {daemon.run_dir}{log_tail(log)}"
-            )
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"{daemon.spec.name} did not answer on {daemon.socket} within {timeout:.0f} s "
-                f"({command}); kept {daemon.run_dir}{log_tail(log)}"
-            )
-        time.sleep(0.05)
-
-
-def stop_daemon(daemon: RunningDaemon, grace: float = 5.0) -> None:
-    """Stop the daemon: SIGTERM, then SIGKILL, to the process group we created for it.
-
-    The group is signalled only while its leader (the daemon, not yet
-    reaped) exists, so the id cannot belong to anyone else.
-    """
-    proc = daemon.proc
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if proc.poll() is not None:
-            break
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace)
-    daemon.log.close()
-
-
-# --------------------------------------------------------------------------
 # One measurement
 # --------------------------------------------------------------------------
 
 
-def load_argv(settings: Settings, workload: str, daemon: RunningDaemon, result: Path) -> list[str]:
+def load_command(workload: str) -> tuple[Path, list[str]]:
+    """The load generator of a workload, and the subcommand before its options."""
     if workload == BOOTSTORM_WORKLOAD:  # no subcommand
-        return [
-            *settings.load_prefix,
-            sys.executable,
-            str(BOOTSTORM),
-            "--socket",
-            str(daemon.socket),
-            "--daemon-pid",
-            str(daemon.pid),
-            "--json",
-            str(result),
-            "--quiet",
-            *settings.workload_args[workload],
-        ]
-    script, name = (
-        (RINGS, RING_WORKLOADS[workload]) if workload in RING_WORKLOADS else (XSLOAD, workload)
-    )
+        return BOOTSTORM, []
+    if workload in RING_WORKLOADS:
+        return RINGS, [RING_WORKLOADS[workload]]
+    return XSLOAD, [workload]
+
+
+def load_argv(settings: Settings, workload: str, daemon: RunningDaemon, result: Path) -> list[str]:
+    script, subcommand = load_command(workload)
     return [
         *settings.load_prefix,
         sys.executable,
@@ -262,7 +132,7 @@ def load_argv(settings: Settings, workload: str, daemon: RunningDaemon, result: 
         "--json",
         str(result),
         "--quiet",
-        name,
+        *subcommand,
         *settings.workload_args[workload],
     ]
 
@@ -291,21 +161,12 @@ def measure(settings: Settings, workload: str, daemon: RunningDaemon) -> JsonDic
     return report
 
 
-def shutdown_metrics(log: Path) -> JsonDict:
-    """Counters a daemon logs when it stops: pyxenstored's "look at every ring" sweeps."""
-    try:
-        found = re.search(r"rings closed: \d+ turns, (\d+) sweeps", log.read_text(errors="replace"))
-    except OSError:
-        return {}
-    return {"daemon_ring_sweeps": xsload.metric(int(found[1]), "sweeps", "lower")} if found else {}
-
-
 def run_one(settings: Settings, run: int, workload: str, spec: DaemonSpec) -> RunRecord:
     """Start a fresh daemon, measure one workload, stop the daemon."""
     started = time.monotonic()
     record = RunRecord(run, workload, spec.name, ok=False, seconds=0.0)
     try:
-        daemon = start_daemon(spec, settings)
+        daemon = start_daemon(spec, settings.daemon_prefix, settings.shared, settings.start_timeout)
     except RuntimeError as exc:
         record.error = str(exc)
     else:
@@ -338,7 +199,7 @@ def headline(record: RunRecord) -> str:
     ]
     if record.workload == BOOTSTORM_WORKLOAD:
         picks = ["wall_s", "eagain", "req_per_s", "vm_latency.p95_s"]
-    shown = ", ".join(f"{n} {xsload.fmt(metrics[n]['value'])}" for n in picks[:4])
+    shown = ", ".join(f"{n} {fmt(metrics[n]['value'])}" for n in picks[:4])
     return f"{shown}  [{record.seconds:.1f} s, pid comm {record.daemon_comm or '?'}]"
 
 
@@ -416,14 +277,13 @@ def print_summary(settings: Settings, summary: JsonDict) -> None:
                     continue
                 digits = 0 if s["median"] >= 1000 else 1 if s["median"] >= 10 else 2
                 cell = (
-                    f"{xsload.fmt(s['median'], digits)} "
-                    f"[{xsload.fmt(s['min'], digits)}..{xsload.fmt(s['max'], digits)}]"
+                    f"{fmt(s['median'], digits)} [{fmt(s['min'], digits)}..{fmt(s['max'], digits)}]"
                 )
                 if s["n"] < settings.runs:
                     cell += f" n={s['n']}"
                 row += [cell, fmt_ratio(s["ratio"])]
             rows.append(row)
-        xsload.print_table(headers, rows)
+        print_table(headers, rows)
     failures = [r for r in settings.records if not r.ok]
     if failures:
         print()
@@ -437,20 +297,11 @@ def print_summary(settings: Settings, summary: JsonDict) -> None:
 # --------------------------------------------------------------------------
 
 
-def parse_daemon(text: str) -> DaemonSpec:
-    if "=" in text:
-        name, template = text.split("=", 1)
-        name = name.strip()
-        if not name or not template.strip():
-            raise argparse.ArgumentTypeError(f"expected NAME=TEMPLATE, got {text!r}")
-        if "{dir}" not in template:
-            raise argparse.ArgumentTypeError(f"template for {name} lacks {{dir}}: {template!r}")
-        return DaemonSpec(name, template)
-    if text not in PRESETS:
-        raise argparse.ArgumentTypeError(
-            f"unknown preset {text!r} (presets: {', '.join(PRESETS)}; or give NAME=TEMPLATE)"
-        )
-    return DaemonSpec(text, PRESETS[text])
+def daemon_arg(text: str) -> DaemonSpec:
+    try:
+        return parse_daemon(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def cpu_list(text: str) -> set[int]:
@@ -472,16 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--daemon",
         dest="daemons",
         action="append",
-        type=parse_daemon,
+        type=daemon_arg,
         metavar="SPEC",
         help="a preset name or NAME=TEMPLATE (repeat; default: cxenstored and oxenstored)",
     )
     parser.add_argument(
         "--baseline", help="daemon the ratios are relative to (default: the first one)"
     )
-    parser.add_argument(
-        "--runs", type=xsload.positive_int, default=3, help="runs per daemon (default 3)"
-    )
+    parser.add_argument("--runs", type=positive_int, default=3, help="runs per daemon (default 3)")
     parser.add_argument(
         "--workloads",
         default=",".join(
@@ -543,12 +392,10 @@ def make_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     workload_args: dict[str, list[str]] = {}
     for w in workloads:
         extra = shlex.split(getattr(args, f"{w.replace('-', '_')}_args"))
-        check = rings.build_parser() if w in RING_WORKLOADS else xsload.build_parser()
+        script, subcommand = load_command(w)
+        check = PARSERS[script]()
         try:
-            if w == BOOTSTORM_WORKLOAD:
-                bootstorm.build_parser().parse_args(["--socket", "/dev/null", *extra])
-            else:
-                check.parse_args(["--socket", "/dev/null", RING_WORKLOADS.get(w, w), *extra])
+            check.parse_args(["--socket", "/dev/null", *subcommand, *extra])
         except SystemExit:
             parser.error(f"bad --{w}-args: {shlex.join(extra)}")
         workload_args[w] = extra

@@ -30,31 +30,7 @@ import sys
 from functools import partial
 
 from xsbench import workloads
-from xsbench.cli import positive_int
-from xsbench.measure import DaemonCpu, cpu_per_request_us, percentile, raise_nofile_limit
-from xsbench.report import fmt, metric, print_table, run_and_report
 from xsbench.sockets import SocketTransport
-from xsbench.wire import XS_DIRECTORY, Connection, XsError, connect_unix
-
-# What bootstorm.py and compare.py still take from here, until they use xsbench themselves.
-__all__ = [
-    "WORKLOADS",
-    "XS_DIRECTORY",
-    "Connection",
-    "DaemonCpu",
-    "XsError",
-    "build_parser",
-    "connect_unix",
-    "cpu_per_request_us",
-    "fmt",
-    "main",
-    "metric",
-    "percentile",
-    "positive_int",
-    "print_table",
-    "raise_nofile_limit",
-    "run_and_report",
-]
 
 TRANSPORT = SocketTransport()
 WORKLOADS = workloads.bind(TRANSPORT)

@@ -7,6 +7,7 @@ compare.py have in common.
 * ``report``: metrics, tables, and ``run_and_report`` (the header of every report).
 * ``procs``: client worker processes behind barriers, and reaping them.
 * ``cli``: argument types and the argument blocks of the workloads.
+* ``daemons``: the daemon presets of compare.py and starting and stopping a daemon.
 * ``workloads``: latency, throughput and scaling, written once over a ``Transport``.
 * ``sockets``: the socket transport (xsload.py).
 * ``guests``: simulated guests on rings and the ring transport (rings.py).
