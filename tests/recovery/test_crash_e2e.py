@@ -104,7 +104,16 @@ def test_kill_9_then_restart_guests_go_on(procs: Procs) -> None:
             assert proc.wait(20) == 0, procs.errors()
             assert dom0.read(f"/local/domain/{domid}/data/done") == f"stop-{domid}".encode()
         assert len(dom0.directory("/local/domain/2/data")) == KEYS + 1
+        dom0.write("/crash/after", "2")
     assert "recovered from a crash" in procs.errors()
+    # The recovered daemon went on with the same journal: a second crash loses nothing.
+    daemon.send_signal(signal.SIGKILL)
+    daemon.wait(10)
+    daemon, sock = start(procs)
+    with connect(sock, procs, daemon) as dom0:
+        assert dom0.read("/crash/a") == b"1" and dom0.read("/crash/after") == b"2"
+        assert dom0.read("/local/domain/1/data/done") == b"stop-1"
+        assert dom0.get_perms("/local/domain/1") == ["n1"]
     # A clean stop removes the journal: the next start is empty.
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(10) == 0

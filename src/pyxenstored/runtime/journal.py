@@ -67,6 +67,22 @@ class Journal:
         self._snapshot()
         self.engine.report_changes(self.changes)
 
+    def resume(self, used: int, snapshot_size: int) -> None:
+        """Go on with the journal a crash left, whose first ``used`` bytes were just
+        replayed (a torn record after them is cut off), and report changes from now on.
+        No snapshot is written: recovery costs only the replay."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            os.ftruncate(fd, used)
+        except OSError:
+            os.close(fd)
+            raise
+        self.fd = fd
+        self.size = used
+        self.snapshot_size = snapshot_size
+        self._reserve(0)
+        self.engine.report_changes(self.changes)
+
     def _snapshot(self) -> None:
         started = time.monotonic()
         data = snapshot_frame(self.engine)

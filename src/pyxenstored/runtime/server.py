@@ -209,6 +209,8 @@ class Server:
         where = state_dir(config)
         self.journal_file = journal_path(where) if where else None
         self.journal: Journal | None = None
+        #: what the journal a crash left holds (the journal goes on from there)
+        self._replayed: Replayed | None = None
         if self.journal_file is not None and not config.live_update:
             if not config.recover:
                 with contextlib.suppress(FileNotFoundError):
@@ -220,6 +222,7 @@ class Server:
                     lambda: Engine(priv_domid=config.priv_domid, backend=self.rings),
                 )
                 if replayed is not None:
+                    self._replayed = replayed
                     self.restored = replayed.restored
                     self.engine = replayed.restored.engine
                     self.recovered = True
@@ -312,6 +315,13 @@ class Server:
     def forget(self, proto: SocketProtocol) -> None:
         self.clients.discard(proto)
 
+    def _use_journal(self, journal: Journal) -> None:
+        self.journal = journal
+        # The transports call it after every request: no indirection.
+        self.persist = journal.write_pending  # type: ignore[method-assign]
+        if self.rings is not None:
+            self.rings.persist = journal.write_pending
+
     def persist(self) -> None:
         """Write the crash journal's record of the requests just answered (before their
         replies and events leave)."""
@@ -373,6 +383,12 @@ class Server:
         restored = self.restored
         try:
             self._configure_access_log()
+            if self._replayed is not None and self.journal_file is not None:
+                # Before the rings: domains found dead meanwhile are journaled too.
+                step = f"cannot write the crash journal {self.journal_file}"
+                journal = Journal(self.journal_file, self.engine)
+                journal.resume(self._replayed.used, self._replayed.snapshot)
+                self._use_journal(journal)
             if self.rings is not None:
                 step = "cannot serve Xen rings"
                 self.rings.start(
@@ -400,16 +416,12 @@ class Server:
                     os.unlink(state_file())
                 step = "cannot adopt the socket connections"
                 await self._adopt_sockets(loop, restored)
-            if self.journal_file is not None:
+            if self.journal_file is not None and self.journal is None:
                 step = f"cannot write the crash journal {self.journal_file}"
                 journal = Journal(self.journal_file, self.engine)
                 journal.start()
-                self.journal = journal
-                # The transports call it after every request: no indirection.
-                self.persist = journal.write_pending  # type: ignore[method-assign]
-                if self.rings is not None:
-                    self.rings.persist = journal.write_pending
-                self.flush()
+                self._use_journal(journal)
+            self.flush()
             if self.pid_file is not None:
                 step = f"cannot write the pid file {self.pid_file.path}"
                 self.pid_file.write()

@@ -243,12 +243,14 @@ class Replayed:
         dropped: bytes dropped at its end (a torn last frame; reserved zero bytes
             after the last frame are not counted).
         frames: frames replayed.
+        snapshot: bytes of its snapshot frame.
     """
 
     restored: Restored
     used: int
     dropped: int
     frames: int
+    snapshot: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -301,4 +303,5 @@ def replay(data: bytes, new_engine: Callable[[], Engine]) -> Replayed:
     dropped = len(data) - used
     if dropped and data.count(0, used) == dropped:
         dropped = 0  # the journal's reserved room, never written
-    return Replayed(restored, used, dropped, len(found), notes)
+    snap = _FRAME.size + len(found[0][1])
+    return Replayed(restored, used, dropped, len(found), snap, notes)
