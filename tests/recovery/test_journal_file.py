@@ -76,3 +76,30 @@ def test_a_clean_close_removes_it(tmp_path: Path) -> None:
     j.close(remove=True)
     assert not os.path.exists(j.path)
     assert e.changes is None and e.tree.sink is None
+
+
+def test_a_forked_child_compacts_while_records_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jmod, "FORK_NODES", 0)
+    monkeypatch.setattr(jmod, "COMPACT_MIN", 32 * 1024)
+    e, j = run(tmp_path, 1500, b"y" * 100)
+    forked = j.child
+    assert forked or j.compactions
+    check(e, j)  # the old journal, with everything, while the child works
+    c = e.connect(Caller(0, True), "socket")
+    deadline = 200
+    while j.child and deadline:
+        e.feed(c, encode(Op.WRITE, 0, 0, b"/late/%d\0v" % deadline))
+        j.write_pending()
+        c.out.clear()
+        if j.child:
+            j._reap(0)
+        deadline -= 1
+    assert not j.child and j.compactions >= 1
+    assert not os.path.exists(j.path + ".tmp")
+    check(e, j)
+    e.feed(c, encode(Op.WRITE, 0, 0, b"/after\0v"))
+    j.write_pending()
+    check(e, j)
+    j.close(remove=True)

@@ -7,6 +7,13 @@ called by the transports after each request and before its reply leaves. When th
 grows past :data:`COMPACT_FACTOR` times the snapshot (and :data:`COMPACT_MIN` bytes), a
 fresh snapshot replaces it. A clean shutdown removes it.
 
+Compaction of a large tree (:data:`FORK_NODES` nodes or more) does not stop the daemon:
+a forked child (a copy-on-write image of the engine) writes the snapshot to
+``journal.tmp`` while the daemon goes on appending to the journal and keeps the records
+written since the fork; once the child has finished, they are appended to the new file,
+which replaces the journal. Until then the old journal is whole, so a crash at any
+moment recovers everything. A smaller tree is snapshotted in place (it is quick).
+
 Plain ``write(2)``, no ``fsync``: a daemon crash is not a host crash, and what was
 written is in the page cache for the next process to read. A host crash ends every
 domain anyway, so there is nothing for a journal to bring back then.
@@ -18,6 +25,7 @@ import contextlib
 import logging
 import mmap
 import os
+import signal
 import time
 
 from ..core.changes import Changes
@@ -34,6 +42,8 @@ COMPACT_FACTOR = 4
 COMPACT_MIN = 1 << 20
 #: bytes reserved ahead of the last record
 CHUNK = 1 << 20
+#: trees of at least this many nodes are snapshotted by a forked child
+FORK_NODES = 20000
 
 
 def journal_path(state_dir: str) -> str:
@@ -59,6 +69,9 @@ class Journal:
         self.snapshot_size = 0
         self.compactions = 0
         self.map: mmap.mmap | None = None
+        #: the child writing a snapshot, and the records written since it was forked
+        self.child = 0
+        self.since_fork: list[bytes] = []
         #: bytes of the file reserved (and mapped), from 0
         self.capacity = 0
 
@@ -155,19 +168,96 @@ class Journal:
             self._compact()
             return
         self.size = end
-        if end > self.snapshot_size * COMPACT_FACTOR and end > COMPACT_MIN:
+        if self.child:
+            self.since_fork.append(data)
+            self._reap(os.WNOHANG)
+        elif end > self.snapshot_size * COMPACT_FACTOR and end > COMPACT_MIN:
             self._compact()
 
     def _compact(self) -> None:
+        if self.child:
+            return
+        if len(self.engine.tree.nodes) >= FORK_NODES:
+            try:
+                self._fork()
+                return
+            except OSError as err:
+                log.warning("journal: cannot fork to compact (%s): compacting in place", err)
         try:
             self._snapshot()
             self.compactions += 1
         except OSError as err:
             log.error("journal: cannot write a snapshot to %s: %s", self.path, err)
 
+    def _fork(self) -> None:
+        tmp = self.path + ".tmp"
+        pid = os.fork()
+        if pid == 0:  # the child: write the snapshot and leave, touching nothing else
+            status = 1
+            try:
+                data = snapshot_frame(self.engine)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                _write_all(fd, data)
+                os.close(fd)
+                status = 0
+            finally:
+                os._exit(status)
+        self.child = pid
+        self.since_fork = []
+        log.debug("journal: compacting in child %d", pid)
+
+    def _reap(self, flags: int) -> None:
+        """Take the child's snapshot once it is done (``flags``: os.WNOHANG, or 0 to
+        wait for it)."""
+        try:
+            pid, status = os.waitpid(self.child, flags)
+        except ChildProcessError:
+            pid, status = self.child, -1
+        if not pid:
+            return
+        self.child = 0
+        since, self.since_fork = self.since_fork, []
+        tmp = self.path + ".tmp"
+        if status != 0:
+            log.error("journal: the compacting child failed (status %d)", status)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            return
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                snapshot_size = os.fstat(fd).st_size
+                os.lseek(fd, 0, os.SEEK_END)
+                for data in since:
+                    _write_all(fd, data)
+                os.replace(tmp, self.path)
+            except OSError:
+                os.close(fd)
+                raise
+        except OSError as err:
+            log.error("journal: cannot finish the compaction: %s", err)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            return
+        self._unmap()
+        os.close(self.fd)
+        self.fd = fd
+        self.size = snapshot_size + sum(len(d) for d in since)
+        self.snapshot_size = snapshot_size
+        self._reserve(0)
+        self.compactions += 1
+
     def close(self, remove: bool) -> None:
         """Stop journaling; ``remove`` (a clean shutdown) deletes the file."""
         self.engine.report_changes(None)
+        if self.child:
+            with contextlib.suppress(OSError):
+                os.kill(self.child, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.waitpid(self.child, 0)
+            self.child = 0
+            with contextlib.suppress(OSError):
+                os.unlink(self.path + ".tmp")
         self._unmap()
         if self.fd >= 0:
             if not remove:
