@@ -247,17 +247,23 @@ class Journal:
         self._reserve(0)
         self.compactions += 1
 
+    def stop_compaction(self) -> None:
+        """End a compacting child, if any (the journal stays whole without it)."""
+        if not self.child:
+            return
+        with contextlib.suppress(OSError):
+            os.kill(self.child, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.waitpid(self.child, 0)
+        self.child = 0
+        self.since_fork = []
+        with contextlib.suppress(OSError):
+            os.unlink(self.path + ".tmp")
+
     def close(self, remove: bool) -> None:
         """Stop journaling; ``remove`` (a clean shutdown) deletes the file."""
         self.engine.report_changes(None)
-        if self.child:
-            with contextlib.suppress(OSError):
-                os.kill(self.child, signal.SIGKILL)
-            with contextlib.suppress(OSError):
-                os.waitpid(self.child, 0)
-            self.child = 0
-            with contextlib.suppress(OSError):
-                os.unlink(self.path + ".tmp")
+        self.stop_compaction()
         self._unmap()
         if self.fd >= 0:
             if not remove:

@@ -539,6 +539,9 @@ class Server:
 
     def prepare_exec(self) -> None:
         """Keep the descriptors the new process adopts open across exec."""
+        if self.journal is not None:
+            # The new process writes its own journal: no child of ours may race it.
+            self.journal.stop_compaction()
         for fd in self._exec_fds():
             os.set_inheritable(fd, True)
         if self.rings is not None:
