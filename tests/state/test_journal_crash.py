@@ -77,8 +77,8 @@ class Journaled(World):
     def send(self, who: int, op: int, payload: bytes, tx: int = 0) -> None:
         super().send(who, op, payload, tx)
         if getattr(self, "changes", None) is not None and self.changes:
-            ops, meta = self.changes.take()
-            self.journal += changes_frame(self.e, ops, meta)
+            self.journal += changes_frame(self.e, self.changes)
+            self.changes.clear()
             self.marks.append((len(self.journal), committed(self.e)))
 
 

@@ -6,10 +6,12 @@
   written, given permissions or removed, in order, as tuples of ``store.tree``'s codes.
   Changes inside a transaction appear when it commits (a commit that fails leaves only
   the counters it moved), so what is there is committed.
-* ``meta``: set when anything besides the tree changed that a restart must get back:
-  a domain introduced, released, dead, retargeted or reset, a ring connection's watch
-  added or removed, a domain's birth, SET_FEATURE values, quota tables (device
-  allowances included). The runtime then records the engine's state without nodes.
+* ``domains``: the domains that changed: introduced, released, dead, retargeted, shut
+  down or resumed, their ring reset or broken, a watch of their ring added or removed.
+  The runtime records each of them again (or its end).
+* ``meta``: set when engine-wide state besides the tree changed that a restart must get
+  back: a domain's birth or death, SET_FEATURE values, quota tables (device
+  allowances included). The runtime then records the engine-wide state again.
 
 The runtime drains both after each request (before the reply leaves), writes them, and
 starts afresh (:meth:`take`). Nothing here costs more than a list append per change.
@@ -23,18 +25,18 @@ __all__ = ["Changes"]
 class Changes:
     """Committed changes not yet taken by the runtime."""
 
-    __slots__ = ("meta", "ops")
+    __slots__ = ("domains", "meta", "ops")
 
     def __init__(self) -> None:
         self.ops: list[tuple[object, ...]] = []
+        self.domains: set[int] = set()
         self.meta = False
 
     def __bool__(self) -> bool:
-        return bool(self.ops) or self.meta
+        return bool(self.ops or self.domains) or self.meta
 
-    def take(self) -> tuple[list[tuple[object, ...]], bool]:
-        """The changes so far, emptied in place (the tree keeps appending to ``ops``)."""
-        ops = self.ops[:]
+    def clear(self) -> None:
+        """Taken: start afresh (``ops`` is emptied in place: the tree appends to it)."""
         self.ops.clear()
-        meta, self.meta = self.meta, False
-        return ops, meta
+        self.domains = set()
+        self.meta = False

@@ -162,7 +162,7 @@ class Engine(QuotaAccounting, DomainLifecycle):
             return
         conn.closed = True
         if conn.kind != "socket":
-            self.meta_changed()
+            self.domain_changed(conn.caller.domid)
         self.watches.remove_all(conn)
         self.drop_transactions(conn)
         conn.out.clear()
@@ -362,11 +362,18 @@ class Engine(QuotaAccounting, DomainLifecycle):
         self.tree.sink = changes.ops if changes is not None else None
 
     def meta_changed(self) -> None:
-        """Something besides the tree changed (domains, their watches, births, quota
-        tables): the journal records the engine's state without nodes again."""
+        """Something engine-wide besides the tree changed (births, SET_FEATURE values,
+        quota tables): the journal records the engine-wide state again."""
         changes = self.changes
         if changes is not None:
             changes.meta = True
+
+    def domain_changed(self, domid: int) -> None:
+        """A domain changed (introduced, gone, its watches, target, shutdown state,
+        ring reset): the journal records that domain again."""
+        changes = self.changes
+        if changes is not None:
+            changes.domains.add(domid)
 
     # -- watches ---------------------------------------------------------------------
     def fire(self, path: str, exact: bool, extra: tuple[Perms, ...]) -> None:

@@ -67,7 +67,7 @@ def introduce_domain(e: Engine, domid: int, port: int, *, reset: bool = True) ->
         XenstoreError: the backend could not map or bind.
     """
     dom = e.domains.get(domid)
-    e.meta_changed()
+    e.domain_changed(domid)
     if dom is None:
         if not e.backend.exists(domid):
             raise NoEntry("no such domain")
@@ -103,7 +103,7 @@ def domain_shut_down(e: Engine, domid: int) -> None:
     if dom is None or dom.shutdown_reported or domid == e.priv_domid:
         return
     dom.shutdown_reported = True
-    e.meta_changed()
+    e.domain_changed(domid)
     e.watches.fire_special("@releaseDomain", domid, e.tree, e.stale)
 
 
@@ -162,7 +162,7 @@ def h_resume(
     if dom is None:
         raise NoEntry("domain not introduced")
     dom.shutdown_reported = False
-    e.meta_changed()
+    e.domain_changed(dom.domid)
     return OK
 
 
@@ -179,7 +179,7 @@ def h_set_target(
     dom.target = target
     if dom.conn is not None:
         dom.conn.caller.target = target
-    e.meta_changed()
+    e.domain_changed(domid)
     return OK
 
 

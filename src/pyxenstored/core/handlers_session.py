@@ -52,7 +52,7 @@ def h_watch(
     relative = raw[:1] not in (b"/", b"@")
     e.watches.add(Watch(conn, path, token, len(caller.home) + 1 if relative else 0, depth))
     if conn.kind != "socket":
-        e.meta_changed()
+        e.domain_changed(conn.caller.domid)
     initial = event_message(raw.decode("ascii"), token)
     return (OK, initial) if initial is not None else OK
 
@@ -69,7 +69,7 @@ def h_unwatch(
         raise NoEntry()
     e.watches.remove(watch)
     if conn.kind != "socket":
-        e.meta_changed()
+        e.domain_changed(conn.caller.domid)
     return OK
 
 
@@ -79,7 +79,7 @@ def h_reset_watches(
     e.watches.remove_all(conn)
     e.drop_transactions(conn)
     if conn.kind != "socket":
-        e.meta_changed()
+        e.domain_changed(conn.caller.domid)
     return OK
 
 

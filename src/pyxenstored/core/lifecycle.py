@@ -41,6 +41,7 @@ class DomainLifecycle:
         def drop_transactions(self, conn: Connection) -> None: ...
         def removed(self, path: str, node: Node, removed: list[tuple[str, Node]]) -> None: ...
         def meta_changed(self) -> None: ...
+        def domain_changed(self, domid: int) -> None: ...
 
     def domain_exists(self, domid: int) -> bool:
         """Whether ``domid`` is a domain the hypervisor knows; reserved ids (DOMID_SELF,
@@ -79,7 +80,7 @@ class DomainLifecycle:
     def reset_connection(self, conn: Connection) -> None:
         """Drop a ring connection's watches, transactions, queued output and partial
         input (every INTRODUCE, and the ring reconnection handshake)."""
-        self.meta_changed()
+        self.domain_changed(conn.caller.domid)
         self.watches.remove_all(conn)
         self.drop_transactions(conn)
         conn.out.clear()
@@ -92,6 +93,7 @@ class DomainLifecycle:
         dom = self.domains.pop(domid, None)
         self.births.pop(domid, None)
         self.meta_changed()
+        self.domain_changed(domid)
         self.conflict_guard.forget(domid)
         if dom is not None and dom.conn is not None:
             self.disconnect(dom.conn)
@@ -128,6 +130,7 @@ class DomainLifecycle:
         for other in self.domains.values():
             if other.target == domid:
                 other.target = -1
+                self.domain_changed(other.domid)
                 if other.conn is not None:
                     other.conn.caller.target = -1
         if dom is not None:

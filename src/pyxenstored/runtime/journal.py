@@ -145,13 +145,10 @@ class Journal:
     def write_pending(self) -> None:
         """Append the changes of the requests answered since the last call."""
         changes = self.changes
-        ops = changes.ops
-        meta = changes.meta
-        if not ops and not meta:
+        if not changes.ops and not changes.domains and not changes.meta:
             return
-        data = changes_frame(self.engine, ops, meta)
-        ops.clear()  # the tree appends to this very list
-        changes.meta = False
+        data = changes_frame(self.engine, changes)
+        changes.clear()
         if self.fd < 0:
             return
         size = self.size

@@ -27,17 +27,35 @@ transactions of guests restore doomed (EAGAIN at commit).
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
+from ..core.changes import Changes
 from ..core.engine import Engine
 from ..core.transactions import Transaction
 from ..protocol.perms import Perms
 from ..store.tree import COUNTERS, CREATE, REMOVE, SET_PERMS, SET_VALUE, Tree
-from .snapshot import Restored, dump, load, save
-from .stream import StateStreamError, encode
+from . import private
+from .snapshot import Restored, dump, load, restore, save
+from .stream import (
+    RING,
+    ConnectionData,
+    DomainData,
+    GlobalData,
+    GlobalQuotaData,
+    PrivateData,
+    Record,
+    StateStreamError,
+    TransactionData,
+    WatchData,
+    WatchDataExtended,
+    decode,
+    encode,
+)
 
 __all__ = [
     "META",
@@ -97,10 +115,11 @@ def snapshot_frame(engine: Engine) -> bytes:
     return frame(SNAP, save(engine, exact_transactions=False))
 
 
-def changes_frame(engine: Engine, ops: list[tuple[object, ...]], meta: bool) -> bytes:
-    """The frame of one request's changes (``Changes.take()``): TREE, or META when
-    anything besides the tree changed (then with the engine's state without nodes)."""
-    if not meta:
+def changes_frame(engine: Engine, changes: Changes) -> bytes:
+    """The frame of one request's changes: TREE, or META when anything besides the
+    tree changed. Does not clear ``changes``."""
+    ops = changes.ops
+    if not changes.domains and not changes.meta:
         if len(ops) == 1 and ops[0][0] == SET_VALUE:
             # The common case (a WRITE of an existing node), without the general loop.
             _, path, value = ops[0]
@@ -110,8 +129,11 @@ def changes_frame(engine: Engine, ops: list[tuple[object, ...]], meta: bool) -> 
             raw = encode_ops(ops)
         return _FRAME.pack(TREE, len(raw), zlib.crc32(raw)) + raw
     raw = encode_ops(ops)
-    state = encode(dump(engine, nodes=False, exact_transactions=False))
-    return frame(META, _LEN.pack(len(raw)) + raw + state)
+    live = {d for d in changes.domains if d in engine.domains}
+    gone = sorted(changes.domains - live)
+    state = encode(dump(engine, nodes=False, exact_transactions=False, domains=live))
+    head = _LEN.pack(len(raw)) + raw + _LEN.pack(len(gone))
+    return frame(META, head + b"".join(_LEN.pack(d) for d in gone) + state)
 
 
 # -- tree operations -------------------------------------------------------------------------
@@ -233,6 +255,67 @@ def apply_ops(tree: Tree, ops: list[tuple[object, ...]]) -> None:
 
 
 # -- replay ----------------------------------------------------------------------------------
+class _Latest:
+    """The newest record of everything but the nodes: each domain's records (its
+    connection, watches, transactions, DOMAIN_DATA and private entry), the global
+    quotas and the engine-wide part of the private record."""
+
+    def __init__(self) -> None:
+        self.groups: dict[int, list[Record]] = {}
+        self.domain_data: dict[int, DomainData] = {}
+        self.conn_x: dict[int, dict[str, Any]] = {}
+        self.quota: GlobalQuotaData | None = None
+        self.doc: dict[str, Any] | None = None
+
+    def absorb(self, records: list[Record], gone: list[int]) -> None:
+        for domid in gone:
+            self.groups.pop(domid, None)
+            self.domain_data.pop(domid, None)
+            self.conn_x.pop(domid, None)
+        owner: dict[int, int] = {}
+        for rec in records:
+            if isinstance(rec, ConnectionData):
+                if rec.conn_type != RING:
+                    raise JournalError("a socket connection in the journal")
+                owner[rec.conn_id] = rec.domid
+                self.groups[rec.domid] = [rec]
+                self.conn_x.pop(rec.domid, None)
+            elif isinstance(rec, WatchData | WatchDataExtended | TransactionData):
+                if rec.conn_id not in owner:
+                    raise JournalError("a record of an unknown connection")
+                self.groups[owner[rec.conn_id]].append(rec)
+            elif isinstance(rec, DomainData):
+                self.domain_data[rec.domid] = rec
+            elif isinstance(rec, GlobalQuotaData):
+                self.quota = rec
+            elif isinstance(rec, PrivateData) and rec.kind == private.KIND:
+                try:
+                    doc = json.loads(rec.data)
+                    for x in doc.pop("connections"):
+                        self.conn_x[owner[x["id"]]] = x
+                except (ValueError, KeyError, TypeError, RecursionError) as err:
+                    raise JournalError(f"a bad engine record: {err!r}") from None
+                self.doc = doc
+
+    def records(self) -> list[Record]:
+        """One stream of all of it, connections numbered afresh (no nodes)."""
+        out: list[Record] = [GlobalData()]
+        if self.quota is not None:
+            out.append(self.quota)
+        conns = []
+        for n, (domid, group) in enumerate(self.groups.items(), 1):
+            out.extend(replace(rec, conn_id=n) for rec in group)  # type: ignore[arg-type]
+            x = self.conn_x.get(domid)
+            if x is not None:
+                conns.append(x | {"id": n})
+        out.extend(self.domain_data.values())
+        if self.doc is not None:
+            doc = self.doc | {"gens": [], "wide_perms": [], "connections": conns}
+            doc["transactions"] = []
+            out.append(PrivateData(private.KIND, json.dumps(doc).encode("ascii")))
+        return out
+
+
 @dataclass
 class Replayed:
     """What :func:`replay` found.
@@ -254,6 +337,13 @@ class Replayed:
     notes: list[str] = field(default_factory=list)
 
 
+def _records(data: bytes) -> list[Record]:
+    try:
+        return decode(data)[1]
+    except StateStreamError as err:
+        raise JournalError(f"an engine record: {err}") from None
+
+
 def replay(data: bytes, new_engine: Callable[[], Engine]) -> Replayed:
     """Rebuild the state a journal records.
 
@@ -272,24 +362,30 @@ def replay(data: bytes, new_engine: Callable[[], Engine]) -> Replayed:
     except (StateStreamError, ValueError) as err:
         raise JournalError(f"the snapshot: {err}") from None
     tree = restored.engine.tree
-    meta: bytes | None = None
+    latest = _Latest()
+    latest.absorb(_records(found[0][1]), [])
+    metas = 0
     for tag, payload in found[1:]:
         if tag == TREE:
             apply_ops(tree, decode_ops(payload))
         elif tag == META:
-            if len(payload) < _LEN.size:
-                raise JournalError("an engine record without its length")
-            cut = _LEN.size + _LEN.unpack_from(payload)[0]
-            apply_ops(tree, decode_ops(payload[_LEN.size : cut]))
-            meta = payload[cut:]
+            metas += 1
+            try:
+                cut = _LEN.size + _LEN.unpack_from(payload)[0]
+                apply_ops(tree, decode_ops(payload[_LEN.size : cut]))
+                n = _LEN.unpack_from(payload, cut)[0]
+                gone = [_LEN.unpack_from(payload, cut + 4 + 4 * i)[0] for i in range(n)]
+            except struct.error:
+                raise JournalError("a truncated engine record") from None
+            latest.absorb(_records(payload[cut + 4 + 4 * n :]), gone)
         else:
             raise JournalError("a second snapshot")
     notes = list(restored.notes)
-    if meta is not None:
+    if metas:
         try:
-            restored = load(meta, new_engine())
+            restored = restore(latest.records(), new_engine())
         except (StateStreamError, ValueError) as err:
-            raise JournalError(f"the engine record: {err}") from None
+            raise JournalError(f"the engine records: {err}") from None
         notes += restored.notes
         engine = restored.engine
         engine.tree = tree

@@ -80,7 +80,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -426,6 +426,7 @@ def dump(
     evtchn_fd: int = -1,
     nodes: bool = True,
     exact_transactions: bool = True,
+    domains: Collection[int] | None = None,
 ) -> list[Record]:
     """The records of ``engine``'s whole state, in the order C xenstored writes them
     (see the module docstring for what is carried and how).
@@ -449,6 +450,8 @@ def dump(
             the engine beside its tree; such records restore with an empty tree).
         exact_transactions: write each open transaction's state in the private record
             (False: they restore doomed, failing with EAGAIN at commit).
+        domains: write only these domains (their connections, watches, transactions
+            and DOMAIN_DATA); None: all. The crash journal records changed ones.
 
     Raises:
         ValueError: a ring connection that belongs to no domain (the format names ring
@@ -459,7 +462,9 @@ def dump(
     d = _Dumper(engine, version, extended_watches)
     d.exact_txns = exact_transactions
     with paused_gc():
-        return _dump(d, handover, transactions, pending_nodes, listen_fd, evtchn_fd, nodes)
+        return _dump(
+            d, handover, transactions, pending_nodes, listen_fd, evtchn_fd, nodes, domains
+        )
 
 
 def _dump(
@@ -470,6 +475,7 @@ def _dump(
     listen_fd: int,
     evtchn_fd: int,
     nodes: bool = True,
+    domains: Collection[int] | None = None,
 ) -> list[Record]:
     e = d.e
     d.records.append(GlobalData(listen_fd, evtchn_fd))
@@ -488,10 +494,14 @@ def _dump(
         dom = by_conn.get(conn.id)
         if dom is None:
             raise ValueError(f"{conn!r} is a ring connection of no domain")
+        if domains is not None and dom.domid not in domains:
+            continue
         written.append((conn, d.connection(conn, dom, held or Handover())))
     # Domains whose ring broke the protocol (their connection is closed) or that have
     # none: C writes a connection for them too, so that they stay known.
     for dom in e.domains.values():
+        if domains is not None and dom.domid not in domains:
+            continue
         if dom.conn is None or dom.conn.closed:
             held = handover(dom.conn) if handover is not None and dom.conn is not None else None
             d.connection(dom.conn, dom, held or Handover())
@@ -502,7 +512,8 @@ def _dump(
             for txn in conn.transactions.values():
                 d.transaction(conn_id, txn, pending_nodes)
     for dom in e.domains.values():
-        d.records.append(d.domain_data(dom))
+        if domains is None or dom.domid in domains:
+            d.records.append(d.domain_data(dom))
     d.records.append(PrivateData(private.KIND, d.document()))
     return d.records
 
