@@ -28,6 +28,7 @@ from pyxenstored.state.journal import JournalError, changes_frame, replay, snaps
 from .kit import _conn, _node, fresh_like
 from .test_snapshot_property import Step, World, _step
 
+
 def committed(e: Engine) -> dict[str, Any]:
     """What a crash must not lose (sockets, statistics and counters of traffic aside)."""
     tree = e.tree
