@@ -19,6 +19,7 @@ from domains.simharness import subprocess_env
 from domains.test_rings_processes import KEYS, Procs, go, ready, wait_for
 
 from pyxenstored import errors
+from pyxenstored.client.ring import SimGuest
 from pyxenstored.client.sync import Client
 from pyxenstored.protocol.wire import HEADER, Op, encode
 
@@ -80,6 +81,12 @@ def test_live_update_keeps_everything(procs: Procs, tool: str) -> None:
         tx = txc.transaction_start()
         txc.write("/lu/in-tx", "kept", tx=tx)
         assert txc.read("/lu/a", tx=tx) == b"1"
+        # A guest in the middle of a request: half of it is in its ring at the update.
+        mid = SimGuest(str(procs.fakexen), 3)
+        introduce(dom0, 3)
+        ring_request = encode(Op.WRITE, 5, 0, b"data/mid\0written across the update")
+        assert mid.ring.write(ring_request[:23]) == 23
+        mid.kick()
         # Half a request on a raw socket: the rest comes after the update.
         raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         raw.connect(sock)
@@ -103,6 +110,16 @@ def test_live_update_keeps_everything(procs: Procs, tool: str) -> None:
 
         assert daemon.poll() is None and daemon.pid == pid
         assert not (procs.dir / "state_dump").exists(), "the state file is consumed"
+        assert mid.ring.write(ring_request[23:]) == len(ring_request) - 23
+        mid.kick()
+        got = b""
+        deadline = time.monotonic() + 10
+        while len(got) < HEADER.size and time.monotonic() < deadline:
+            got += mid.ring.read()
+            time.sleep(0.01)
+        assert HEADER.unpack_from(got)[:2] == (Op.WRITE, 5), got
+        assert dom0.read("/local/domain/3/data/mid") == b"written across the update"
+        mid.close()
         raw.sendall(request[20:])
         reply = raw.recv(4096)
         assert HEADER.unpack_from(reply)[:2] == (Op.WRITE, 77), reply
