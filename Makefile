@@ -25,7 +25,7 @@ lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks realxen
 
 typecheck: venv
-	$(VENV)/bin/mypy src/pyxenstored realxen
+	$(VENV)/bin/mypy src/pyxenstored realxen benchmarks
 
 test: venv lint typecheck
 	$(VENV)/bin/pytest -n 2 -q
