@@ -39,7 +39,7 @@ from ..store.tree import Tree
 from .access import create_path
 from .accounting import QuotaAccounting
 from .caller import Caller
-from .changes import Changes
+from .changes import DEVICE_ADD, DEVICE_REMOVE, Changes
 from .confighooks import ConfigHooks
 from .conflicts import ConflictGuard
 from .connection import Connection
@@ -145,6 +145,8 @@ class Engine(QuotaAccounting, DomainLifecycle):
         self.changes: Changes | None = None
         # Any change of a limit drops the memos that depend on limits.
         self.quotas.on_change = self.limits_changed
+        self.quotas.on_table_change = self.meta_changed
+        self.quotas.on_device = self._device_op
 
     # -- connections -----------------------------------------------------------------
     def connect(self, caller: Caller, kind: str, features: int | None = None) -> Connection:
@@ -367,6 +369,17 @@ class Engine(QuotaAccounting, DomainLifecycle):
         changes = self.changes
         if changes is not None:
             changes.meta = True
+
+    def engine_op(self, op: tuple[object, ...]) -> None:
+        """An engine-wide change the journal records as an operation (core.changes)."""
+        changes = self.changes
+        if changes is not None:
+            changes.engine_ops.append(op)
+
+    def _device_op(self, added: bool, path: str) -> None:
+        changes = self.changes
+        if changes is not None:
+            changes.engine_ops.append((DEVICE_ADD if added else DEVICE_REMOVE, path))
 
     def domain_changed(self, domid: int) -> None:
         """A domain changed (introduced, gone, its watches, target, shutdown state,

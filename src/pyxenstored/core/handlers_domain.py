@@ -73,7 +73,8 @@ def introduce_domain(e: Engine, domid: int, port: int, *, reset: bool = True) ->
             raise NoEntry("no such domain")
         features = e.pending_features.get(domid, e.features)
         conn = e.backend.introduce(domid, port, features)
-        e.pending_features.pop(domid, None)
+        if e.pending_features.pop(domid, None) is not None:
+            e.meta_changed()
         dom = Domain(domid, port, conn, e.domain_born(domid), features)
         e.domains[domid] = dom
         if domid != e.priv_domid:

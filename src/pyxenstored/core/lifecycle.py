@@ -12,6 +12,7 @@ from ..protocol.perms import Perms
 from ..protocol.wire import DOMID_ANY, DOMID_FIRST_RESERVED
 from ..store.node import Node
 from ..store.tree import Tree
+from .changes import BIRTH, DEATH
 from .conflicts import ConflictGuard
 from .connection import Connection
 from .domains import Domain, DomainBackend
@@ -42,6 +43,7 @@ class DomainLifecycle:
         def removed(self, path: str, node: Node, removed: list[tuple[str, Node]]) -> None: ...
         def meta_changed(self) -> None: ...
         def domain_changed(self, domid: int) -> None: ...
+        def engine_op(self, op: tuple[object, ...]) -> None: ...
 
     def domain_exists(self, domid: int) -> bool:
         """Whether ``domid`` is a domain the hypervisor knows; reserved ids (DOMID_SELF,
@@ -54,7 +56,7 @@ class DomainLifecycle:
         if born is None:
             # One more than the current generation: every node written so far is older.
             born = self.births[domid] = self.tree.gen + 1
-            self.meta_changed()
+            self.engine_op((BIRTH, domid, born))
         return born
 
     def note_domains(self, perms: Perms) -> bool:
@@ -91,8 +93,8 @@ class DomainLifecycle:
         """A domain died or was released: remove its nodes and grants, forget when it
         was born, and tell ``@releaseDomain`` watchers if it had been introduced."""
         dom = self.domains.pop(domid, None)
-        self.births.pop(domid, None)
-        self.meta_changed()
+        if self.births.pop(domid, None) is not None:
+            self.engine_op((DEATH, domid, 0))
         self.domain_changed(domid)
         self.conflict_guard.forget(domid)
         if dom is not None and dom.conn is not None:
@@ -126,7 +128,8 @@ class DomainLifecycle:
             special = tree.nodes.get(name)
             if special is not None and special.perms[0][1] == domid:
                 tree.set_perms(name, ((special.perms[0][0], self.priv_domid), *special.perms[1:]))
-        self.pending_features.pop(domid, None)
+        if self.pending_features.pop(domid, None) is not None:
+            self.meta_changed()
         for other in self.domains.values():
             if other.target == domid:
                 other.target = -1

@@ -102,11 +102,22 @@ class QuotaTable:
     memo: dict[tuple[int, str], int] = field(default_factory=dict)
     #: told after every change (the engine drops what depends on limits)
     on_change: Callable[[], None] | None = None
+    #: told after a change of the tables (the crash journal records them)
+    on_table_change: Callable[[], None] | None = None
+    #: told ``(added, path)`` when a backend device starts or stops counting
+    on_device: Callable[[bool, str], None] | None = None
 
     def __post_init__(self) -> None:
         self.limits.on_change = self.changed
 
     # -- changes (each one drops the memo) --------------------------------------------
+    def table_changed(self) -> None:
+        """An override, class or per-device value changed: limits may differ
+        now (the memo goes), and the crash journal records the tables again."""
+        self.memo.clear()
+        if self.on_table_change is not None:
+            self.on_table_change()
+
     def changed(self) -> None:
         """Something a limit depends on changed (the global Limits included)."""
         self.memo.clear()
@@ -115,7 +126,7 @@ class QuotaTable:
 
     def set_override(self, domid: int, name: str, value: int) -> None:
         self.overrides.setdefault(domid, {})[name] = value
-        self.changed()
+        self.table_changed()
 
     def clear_override(self, domid: int, name: str) -> None:
         own = self.overrides.get(domid)
@@ -123,26 +134,26 @@ class QuotaTable:
             own.pop(name, None)
             if not own:
                 del self.overrides[domid]
-        self.changed()
+        self.table_changed()
 
     def set_class_value(self, cls: str, name: str, value: int) -> None:
         self.classes.setdefault(cls, {})[name] = value
-        self.changed()
+        self.table_changed()
 
     def clear_class_value(self, cls: str, name: str) -> None:
         self.classes.get(cls, {}).pop(name, None)
-        self.changed()
+        self.table_changed()
 
     def set_domain_class(self, domid: int, cls: str | None) -> None:
         if cls:
             self.domain_class[domid] = cls
         else:
             self.domain_class.pop(domid, None)
-        self.changed()
+        self.table_changed()
 
     def set_per_device(self, name: str, value: int) -> None:
         self.per_device[name] = value
-        self.changed()
+        self.table_changed()
 
     # -- lookups ----------------------------------------------------------------------
     def base(self, domid: int, name: str) -> int:
@@ -175,7 +186,9 @@ class QuotaTable:
         if domid is not None and path not in self.device_paths:
             self.device_paths[path] = domid
             self.devices[domid] = self.devices.get(domid, 0) + 1
-            self.changed()
+            self.memo.clear()
+            if self.on_device is not None:
+                self.on_device(True, path)
 
     def device_removed(self, path: str) -> None:
         domid = self.device_paths.pop(path, None)
@@ -185,7 +198,9 @@ class QuotaTable:
                 self.devices[domid] = n
             else:
                 del self.devices[domid]
-            self.changed()
+            self.memo.clear()
+            if self.on_device is not None:
+                self.on_device(False, path)
 
     def devices_added(self, paths: list[str]) -> None:
         for path in paths:

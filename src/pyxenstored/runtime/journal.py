@@ -39,11 +39,11 @@ log = logging.getLogger("pyxenstored.journal")
 #: compact when the journal exceeds this many times its snapshot ...
 COMPACT_FACTOR = 4
 #: ... and at least this many bytes
-COMPACT_MIN = 1 << 20
+COMPACT_MIN = 4 << 20
 #: bytes reserved ahead of the last record
 CHUNK = 1 << 20
 #: trees of at least this many nodes are snapshotted by a forked child
-FORK_NODES = 20000
+FORK_NODES = 5000
 
 
 def journal_path(state_dir: str) -> str:

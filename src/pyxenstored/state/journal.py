@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..core.changes import Changes
+from ..core.changes import BIRTH, DEATH, DEVICE_ADD, DEVICE_REMOVE, Changes
 from ..core.engine import Engine
 from ..core.transactions import Transaction
 from ..protocol.perms import Perms
@@ -119,7 +119,7 @@ def changes_frame(engine: Engine, changes: Changes) -> bytes:
     """The frame of one request's changes: TREE, or META when anything besides the
     tree changed. Does not clear ``changes``."""
     ops = changes.ops
-    if not changes.domains and not changes.meta:
+    if not changes.domains and not changes.meta and not changes.engine_ops:
         if len(ops) == 1 and ops[0][0] == SET_VALUE:
             # The common case (a WRITE of an existing node), without the general loop.
             _, path, value = ops[0]
@@ -131,9 +131,17 @@ def changes_frame(engine: Engine, changes: Changes) -> bytes:
     raw = encode_ops(ops)
     live = {d for d in changes.domains if d in engine.domains}
     gone = sorted(changes.domains - live)
-    state = encode(dump(engine, nodes=False, exact_transactions=False, domains=live))
-    head = _LEN.pack(len(raw)) + raw + _LEN.pack(len(gone))
-    return frame(META, head + b"".join(_LEN.pack(d) for d in gone) + state)
+    eops = encode_ops(changes.engine_ops)
+    state = b""
+    if live or changes.meta:
+        records = dump(
+            engine, nodes=False, exact_transactions=False, domains=live, engine_doc=changes.meta
+        )
+        state = encode(records)
+    parts = [_LEN.pack(len(raw)), raw, _LEN.pack(len(gone))]
+    parts += [_LEN.pack(d) for d in gone]
+    parts += [_LEN.pack(len(eops)), eops, state]
+    return frame(META, b"".join(parts))
 
 
 # -- tree operations -------------------------------------------------------------------------
@@ -182,10 +190,14 @@ def encode_ops(ops: list[tuple[object, ...]]) -> bytes:
             path = op[1].encode("ascii")  # type: ignore[attr-defined]
             add(pack(code, len(path), 0, 0))
             add(path)
-        elif code == COUNTERS:
+        elif code in (COUNTERS, BIRTH, DEATH):
             add(_COUNTERS.pack(code, op[1], op[2]))
+        elif code in (DEVICE_ADD, DEVICE_REMOVE):
+            path = op[1].encode("ascii")  # type: ignore[attr-defined]
+            add(pack(code, len(path), 0, 0))
+            add(path)
         else:
-            raise ValueError(f"unknown tree operation {op!r}")
+            raise ValueError(f"unknown operation {op!r}")
     return b"".join(parts)
 
 
@@ -198,9 +210,9 @@ def decode_ops(data: bytes) -> list[tuple[object, ...]]:
     try:
         while pos < size:
             code = data[pos]
-            if code == COUNTERS:
-                _, gen, changes = _COUNTERS.unpack_from(data, pos)
-                out.append((COUNTERS, gen, changes))
+            if code in (COUNTERS, BIRTH, DEATH):
+                _, first, second = _COUNTERS.unpack_from(data, pos)
+                out.append((code, first, second))
                 pos += _COUNTERS.size
                 continue
             code, lp, lv, n = _OP.unpack_from(data, pos)
@@ -224,8 +236,10 @@ def decode_ops(data: bytes) -> list[tuple[object, ...]]:
                 out.append((SET_PERMS, path, perms))
             elif code == REMOVE:
                 out.append((REMOVE, path))
+            elif code in (DEVICE_ADD, DEVICE_REMOVE):
+                out.append((code, path))
             else:
-                raise JournalError(f"unknown tree operation code {code}")
+                raise JournalError(f"unknown operation code {code}")
     except (struct.error, UnicodeDecodeError) as err:
         raise JournalError(f"malformed tree operations: {err}") from None
     return out
@@ -248,8 +262,10 @@ def apply_ops(tree: Tree, ops: list[tuple[object, ...]]) -> None:
                 tree.set_perms(op[1], op[2])  # type: ignore[arg-type]
             elif code == REMOVE:
                 tree.remove(op[1])  # type: ignore[arg-type]
-            else:
+            elif code == COUNTERS:
                 tree.gen, tree.changes = op[1], op[2]  # type: ignore[assignment]
+            else:
+                raise JournalError(f"operation {code} among tree operations")
     except KeyError as err:
         raise JournalError(f"a tree operation on a missing node {err}") from None
 
@@ -267,12 +283,14 @@ class _Latest:
         self.quota: GlobalQuotaData | None = None
         self.doc: dict[str, Any] | None = None
 
-    def absorb(self, records: list[Record], gone: list[int]) -> None:
+    def absorb(self, records: list[Record], gone: list[int]) -> bool:
+        """Take newer records; True if they held the engine-wide record."""
         for domid in gone:
             self.groups.pop(domid, None)
             self.domain_data.pop(domid, None)
             self.conn_x.pop(domid, None)
         owner: dict[int, int] = {}
+        whole = False
         for rec in records:
             if isinstance(rec, ConnectionData):
                 if rec.conn_type != RING:
@@ -295,7 +313,10 @@ class _Latest:
                         self.conn_x[owner[x["id"]]] = x
                 except (ValueError, KeyError, TypeError, RecursionError) as err:
                     raise JournalError(f"a bad engine record: {err!r}") from None
-                self.doc = doc
+                if "format" in doc:
+                    self.doc = doc
+                    whole = True
+        return whole
 
     def records(self) -> list[Record]:
         """One stream of all of it, connections numbered afresh (no nodes)."""
@@ -337,6 +358,23 @@ class Replayed:
     notes: list[str] = field(default_factory=list)
 
 
+def _apply_engine_ops(engine: Engine, ops: list[tuple[object, ...]]) -> None:
+    """Births, deaths and device allowances recorded after the last engine record."""
+    quotas = engine.quotas
+    for op in ops:
+        code = op[0]
+        if code == BIRTH:
+            engine.births[op[1]] = op[2]  # type: ignore[index,assignment]
+        elif code == DEATH:
+            engine.births.pop(op[1], None)  # type: ignore[call-overload]
+        elif code == DEVICE_ADD:
+            quotas.device_added(op[1])  # type: ignore[arg-type]
+        elif code == DEVICE_REMOVE:
+            quotas.device_removed(op[1])  # type: ignore[arg-type]
+        else:
+            raise JournalError(f"operation {code} among engine operations")
+
+
 def _records(data: bytes) -> list[Record]:
     try:
         return decode(data)[1]
@@ -365,6 +403,7 @@ def replay(data: bytes, new_engine: Callable[[], Engine]) -> Replayed:
     latest = _Latest()
     latest.absorb(_records(found[0][1]), [])
     metas = 0
+    engine_ops: list[tuple[object, ...]] = []
     for tag, payload in found[1:]:
         if tag == TREE:
             apply_ops(tree, decode_ops(payload))
@@ -375,9 +414,14 @@ def replay(data: bytes, new_engine: Callable[[], Engine]) -> Replayed:
                 apply_ops(tree, decode_ops(payload[_LEN.size : cut]))
                 n = _LEN.unpack_from(payload, cut)[0]
                 gone = [_LEN.unpack_from(payload, cut + 4 + 4 * i)[0] for i in range(n)]
+                pos = cut + 4 + 4 * n
+                stop = pos + _LEN.size + _LEN.unpack_from(payload, pos)[0]
+                engine_ops += decode_ops(payload[pos + _LEN.size : stop])
             except struct.error:
                 raise JournalError("a truncated engine record") from None
-            latest.absorb(_records(payload[cut + 4 + 4 * n :]), gone)
+            state = payload[stop:]
+            if (state or gone) and latest.absorb(_records(state) if state else [], gone):
+                engine_ops = []  # the engine-wide record written after them has them
         else:
             raise JournalError("a second snapshot")
     notes = list(restored.notes)
@@ -389,6 +433,7 @@ def replay(data: bytes, new_engine: Callable[[], Engine]) -> Replayed:
         notes += restored.notes
         engine = restored.engine
         engine.tree = tree
+        _apply_engine_ops(engine, engine_ops)
         # Doomed transactions were made on the record's empty tree: remake them on ours.
         for conn in engine.connections.values():
             for txn in list(conn.transactions.values()):

@@ -263,6 +263,7 @@ class _Dumper:
         self.ids: dict[int, int] = {}  # engine connection id -> stream conn-id
         self.owners: dict[Perms, tuple[Perm, ...]] = {}  # owner-only lists, converted
         self.exact_txns = True
+        self.engine_doc = True
 
     def perms(self, perms: Perms, gen: int, record_index: int) -> tuple[Perm, ...]:
         """Stream permissions: stale grants flagged; a domid beyond 16 bits becomes
@@ -400,6 +401,10 @@ class _Dumper:
         return DomainData(dom.domid, dom.features if self.version >= 2 else 0, tuple(quotas))
 
     def document(self) -> bytes:
+        if not self.engine_doc:
+            # Only what the crash journal needs of its changed domains (not restorable).
+            doc: dict[str, Any] = {"connections": self.conns}
+            return json.dumps(doc, separators=(",", ":")).encode("ascii")
         doc = private.engine_json(self.e)
         doc |= {
             "gens": self.gens,
@@ -427,6 +432,7 @@ def dump(
     nodes: bool = True,
     exact_transactions: bool = True,
     domains: Collection[int] | None = None,
+    engine_doc: bool = True,
 ) -> list[Record]:
     """The records of ``engine``'s whole state, in the order C xenstored writes them
     (see the module docstring for what is carried and how).
@@ -452,6 +458,9 @@ def dump(
             (False: they restore doomed, failing with EAGAIN at commit).
         domains: write only these domains (their connections, watches, transactions
             and DOMAIN_DATA); None: all. The crash journal records changed ones.
+        engine_doc: False leaves the engine-wide part out of pyxenstored's record (it
+            then holds the connections' part only, and the records cannot be
+            restored alone: the crash journal merges them with a whole record).
 
     Raises:
         ValueError: a ring connection that belongs to no domain (the format names ring
@@ -461,6 +470,7 @@ def dump(
         raise ValueError(f"unsupported state stream version {version}")
     d = _Dumper(engine, version, extended_watches)
     d.exact_txns = exact_transactions
+    d.engine_doc = engine_doc
     with paused_gc():
         return _dump(
             d, handover, transactions, pending_nodes, listen_fd, evtchn_fd, nodes, domains
