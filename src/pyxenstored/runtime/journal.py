@@ -30,7 +30,7 @@ import time
 
 from ..core.changes import Changes
 from ..core.engine import Engine
-from ..state.journal import changes_frame, snapshot_frame
+from ..state.journal import changes_frame, snapshot_frame, tree_frame
 
 __all__ = ["COMPACT_FACTOR", "COMPACT_MIN", "Journal", "journal_path"]
 
@@ -145,10 +145,15 @@ class Journal:
     def write_pending(self) -> None:
         """Append the changes of the requests answered since the last call."""
         changes = self.changes
-        if not changes.ops and not changes.domains and not changes.meta:
+        ops = changes.ops
+        if changes.domains or changes.meta or changes.engine_ops:
+            data = changes_frame(self.engine, changes)
+            changes.clear()
+        elif ops:
+            data = tree_frame(ops)
+            ops.clear()  # the tree appends to this very list
+        else:
             return
-        data = changes_frame(self.engine, changes)
-        changes.clear()
         if self.fd < 0:
             return
         size = self.size

@@ -12,17 +12,25 @@ the payload (u32 LE) | payload``:
   value | (mode u8, domid u32) per permission`` (little-endian; codes as in
   ``store.tree``), or ``COUNTERS u8 | gen u64 | changes u64`` after a rolled-back
   commit.
-* ``META``: the tree operations of the same request (a u32 length, then as in TREE),
-  then a state stream of everything but the nodes (``snapshot.dump(nodes=False)``):
-  domains, their event-channel ports, their watches, births, quota tables. The last
-  one wins over the SNAP's. One frame per request, so a request is whole or absent.
+* ``META``, when a request changed more than the tree: its tree operations (a u32
+  length, then as in TREE); the domains that ended (a u32 count, a u32 domid each);
+  its engine operations (a u32 length, then BIRTH/DEATH as COUNTERS with domid and
+  generation, DEVICE_ADD/DEVICE_REMOVE as a tree operation with a path only: see
+  ``core.changes``); then a state stream without nodes (``snapshot.dump(nodes=False,
+  domains=...)``) of the domains it changed (connection, event-channel port, watches,
+  open transaction ids, DOMAIN_DATA), with the engine-wide record (quota tables,
+  SET_FEATURE values, limits, births, devices) only if that changed. Replay keeps the
+  newest record of each domain and the newest engine-wide record, plus the engine
+  operations after it. One frame per request, so a request is whole or absent.
 
 A frame whose header or payload is cut short, or whose checksum does not match, ends
 the journal: it and anything after it are dropped, never half-applied (a crash while
 writing it). Zero bytes after the last frame are room reserved for the next ones.
 :func:`replay` rebuilds the engine: the SNAP restored, every TREE applied to its tree,
-then the last META restored into a fresh engine that takes that tree. Open
-transactions of guests restore doomed (EAGAIN at commit).
+then the newest records of the domains and the engine merged into one stream and
+restored into a fresh engine that takes that tree, the engine operations after the
+newest engine-wide record applied last. Open transactions of guests restore doomed
+(EAGAIN at commit).
 """
 
 from __future__ import annotations
@@ -70,6 +78,7 @@ __all__ = [
     "frames",
     "replay",
     "snapshot_frame",
+    "tree_frame",
 ]
 
 SNAP, TREE, META = b"SNAP", b"TREE", b"META"
@@ -115,19 +124,24 @@ def snapshot_frame(engine: Engine) -> bytes:
     return frame(SNAP, save(engine, exact_transactions=False))
 
 
+def tree_frame(ops: list[tuple[object, ...]]) -> bytes:
+    """The TREE frame of a request that changed nothing but the tree."""
+    if len(ops) == 1 and ops[0][0] == SET_VALUE:
+        # The common case (a WRITE of an existing node), without the general loop.
+        _, path, value = ops[0]
+        p = path.encode("ascii")  # type: ignore[attr-defined]
+        raw: bytes = _OP.pack(SET_VALUE, len(p), len(value), 0) + p + value  # type: ignore[arg-type]
+    else:
+        raw = encode_ops(ops)
+    return _FRAME.pack(TREE, len(raw), zlib.crc32(raw)) + raw
+
+
 def changes_frame(engine: Engine, changes: Changes) -> bytes:
     """The frame of one request's changes: TREE, or META when anything besides the
     tree changed. Does not clear ``changes``."""
     ops = changes.ops
     if not changes.domains and not changes.meta and not changes.engine_ops:
-        if len(ops) == 1 and ops[0][0] == SET_VALUE:
-            # The common case (a WRITE of an existing node), without the general loop.
-            _, path, value = ops[0]
-            p = path.encode("ascii")  # type: ignore[attr-defined]
-            raw: bytes = _OP.pack(SET_VALUE, len(p), len(value), 0) + p + value  # type: ignore[arg-type]
-        else:
-            raw = encode_ops(ops)
-        return _FRAME.pack(TREE, len(raw), zlib.crc32(raw)) + raw
+        return tree_frame(ops)
     raw = encode_ops(ops)
     live = {d for d in changes.domains if d in engine.domains}
     gone = sorted(changes.domains - live)
