@@ -15,7 +15,7 @@ import time
 from pyxenstored import errors
 from pyxenstored.client.sync import Client
 
-from .test_crash_e2e import Procs, connect, procs, start  # noqa: F401 (fixture)
+from .test_crash_e2e import Procs, connect, start
 
 VMS = 30
 THREADS = 5
@@ -110,7 +110,7 @@ class Storm:
             c.close()
 
 
-def test_kill_9_mid_bootstorm_every_vm_finishes_exactly(procs: Procs) -> None:  # noqa: F811
+def test_kill_9_mid_bootstorm_every_vm_finishes_exactly(procs: Procs) -> None:
     daemon, sock = start(procs)
     connect(sock, procs, daemon).close()
     storm = Storm(sock)

@@ -10,23 +10,14 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 from domains.simharness import subprocess_env
 from domains.test_rings_processes import KEYS, Procs, go, ready
+from liveupdate.test_live_update_e2e import introduce
 
 from pyxenstored import errors
 from pyxenstored.client.sync import Client
-
-
-@pytest.fixture
-def procs() -> Iterator[Procs]:
-    p = Procs()
-    try:
-        yield p
-    finally:
-        p.cleanup()
 
 
 def start(procs: Procs, *extra: str) -> tuple[subprocess.Popen[str], str]:
@@ -52,15 +43,6 @@ def connect(sock: str, procs: Procs, daemon: subprocess.Popen[str]) -> Client:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
-
-
-def introduce(dom0: Client, domid: int) -> None:
-    home = f"/local/domain/{domid}"
-    dom0.mkdir(home)
-    dom0.set_perms(home, [f"n{domid}"])
-    dom0.mkdir(f"{home}/control")
-    dom0.set_perms(f"{home}/control", ["n0", f"r{domid}"])
-    dom0.introduce(domid, 0, 100 + domid)
 
 
 def test_kill_9_then_restart_guests_go_on(procs: Procs) -> None:
