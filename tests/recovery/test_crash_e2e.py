@@ -14,7 +14,7 @@ import time
 import pytest
 from domains.simharness import subprocess_env
 from domains.test_rings_processes import KEYS, Procs, go, ready
-from liveupdate.test_live_update_e2e import introduce
+from liveupdate.test_live_update_e2e import BINARY, introduce
 
 from pyxenstored import errors
 from pyxenstored.client.sync import Client
@@ -124,3 +124,23 @@ def test_no_recover_starts_empty(procs: Procs) -> None:
     with connect(sock, procs, daemon) as dom0, pytest.raises(errors.NoEntry):
         dom0.read("/crash/a")
     assert os.path.exists(procs.dir / "journal")
+
+
+def test_a_crash_after_a_live_update_loses_nothing(procs: Procs) -> None:
+    """A live update is not a crash (it starts from state_dump); the new process goes on
+    journaling, so a crash after it recovers what came before and after the update."""
+    daemon, sock = start(procs)
+    with connect(sock, procs, daemon) as dom0:
+        dom0.write("/lu/before", "1")
+        assert dom0.control("live-update", "-f", BINARY) == b"OK"
+        assert dom0.control("live-update", "-s", "-t", "5") == b"OK"  # from the new process
+        dom0.write("/lu/after", "2")
+    assert not (procs.dir / "state_dump").exists()
+    daemon.send_signal(signal.SIGKILL)
+    daemon.wait(10)
+    daemon, sock = start(procs)
+    with connect(sock, procs, daemon) as dom0:
+        assert dom0.read("/lu/before") == b"1"
+        assert dom0.read("/lu/after") == b"2"
+    daemon.send_signal(signal.SIGKILL)
+    daemon.wait(10)
