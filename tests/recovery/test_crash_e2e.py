@@ -117,6 +117,7 @@ def test_no_recover_starts_empty(procs: Procs) -> None:
     with connect(sock, procs, daemon) as dom0, pytest.raises(errors.NoEntry):
         dom0.read("/crash/a")
     assert "--no-recover: crash journal" in procs.errors()
+    assert "ignored" in procs.errors()
     daemon.send_signal(signal.SIGKILL)
     daemon.wait(10)
     # The journal there now is the new daemon's own (empty) one.
@@ -142,5 +143,21 @@ def test_a_crash_after_a_live_update_loses_nothing(procs: Procs) -> None:
     with connect(sock, procs, daemon) as dom0:
         assert dom0.read("/lu/before") == b"1"
         assert dom0.read("/lu/after") == b"2"
+    daemon.send_signal(signal.SIGKILL)
+    daemon.wait(10)
+
+
+def test_a_second_daemon_leaves_the_running_ones_journal_alone(procs: Procs) -> None:
+    pid_file = str(procs.dir / "pid")
+    daemon, sock = start(procs, "--pid-file", pid_file)
+    with connect(sock, procs, daemon) as dom0:
+        dom0.write("/crash/a", "1")
+    second, _ = start(procs, "--pid-file", pid_file, "--no-recover")
+    assert second.wait(20) == 0  # "already running"
+    daemon.send_signal(signal.SIGKILL)
+    daemon.wait(10)
+    daemon, sock = start(procs, "--pid-file", pid_file)
+    with connect(sock, procs, daemon) as dom0:
+        assert dom0.read("/crash/a") == b"1"
     daemon.send_signal(signal.SIGKILL)
     daemon.wait(10)

@@ -213,9 +213,13 @@ class Server:
         self._replayed: Replayed | None = None
         if self.journal_file is not None and not config.live_update:
             if not config.recover:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.journal_file)
-                    log.warning("--no-recover: crash journal %s removed", self.journal_file)
+                # Not removed here: a daemon that finds another running must not touch
+                # its journal. Once serving, ours replaces it.
+                if os.path.exists(self.journal_file):
+                    log.warning(
+                        "--no-recover: crash journal %s ignored (replaced once serving)",
+                        self.journal_file,
+                    )
             else:
                 replayed = _read_journal(
                     self.journal_file,
