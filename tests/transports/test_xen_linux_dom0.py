@@ -15,10 +15,12 @@ import mmap
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 from pyxenstored.core.engine import Engine
 from pyxenstored.protocol.wire import HEADER, Op, encode
 from pyxenstored.runtime.rings import RingManager
+from pyxenstored.state.snapshot import dump, restore
 from pyxenstored.transports import xen_linux as xl
 from pyxenstored.transports.base import DomainState
 from pyxenstored.transports.ring import GuestRing
@@ -131,3 +133,66 @@ def test_dom0_gets_a_first_event_and_is_then_served(tmp_path: Path) -> None:
     assert kicks.index(dom0_local) == 0, "the first kick must come before any reply"
     op, req_id, tx, length = HEADER.unpack_from(reply)
     assert (op, req_id, tx, length) == (Op.READ, 1, 0, 0)  # "/" holds the empty value
+
+
+async def _recover_dom0(tmp_path: Path) -> list[tuple[int, int]]:
+    """Serve dom0's ring, dump the engine, then recover it in a second manager over a new
+    event-channel device (as after a crash): which (domid, remote port) does it bind?"""
+    fifo = tmp_path / "evtchn"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    kva = tmp_path / "xsd_kva"
+    kva.write_bytes(b"")
+    (tmp_path / "xsd_port").write_text(f"{DOM0_REMOTE_PORT}\n")
+    gntdev = tmp_path / "gntdev"
+    gntdev.write_bytes(b"")
+    loop = asyncio.get_running_loop()
+    binds: list[tuple[int, int]] = []
+    kernels = []
+    managers = []
+    try:
+        for round_ in range(2):
+            kernel = LinuxLike(writer)
+            kernel.next_port = 60 + 10 * round_  # a new device numbers its ports afresh
+            original = kernel.__call__
+
+            def spy(
+                fd: int, request: int, arg: bytearray, original: Any = original, r: int = round_
+            ) -> int:
+                if r == 1 and request == xl.IOCTL_EVTCHN_BIND_INTERDOMAIN:
+                    binds.append(struct.unpack_from("<II", arg))
+                return int(original(fd, request, arg))
+
+            xen = Dom0Kernel(
+                evtchn_path=str(fifo),
+                gntdev_path=str(gntdev),
+                xsd_kva_path=str(kva),
+                xsd_port_path=str(tmp_path / "xsd_port"),
+                ioctl=spy,
+                domains=NoDomains(),
+            )
+            rings = RingManager(xen)
+            engine = Engine(priv_domid=0, backend=rings)
+            rings.attach(engine, lambda: None)
+            if round_ == 0:
+                rings.start(loop)
+                records = dump(engine, handover=rings.handover)  # as the journal does
+            else:
+                restored = restore(records, engine)
+                rings.start(loop, restored.connections, rebind=True)
+            kernels.append(kernel)
+            managers.append(rings)
+    finally:
+        for rings in managers:
+            rings.close()
+        os.close(reader)
+        os.close(writer)
+    return binds
+
+
+def test_recovered_dom0_ring_binds_xsd_port_again(tmp_path: Path) -> None:
+    """Regression (real Xen, crash recovery): after a crash the event channel must be bound
+    to the remote port (dom0's xsd_port), not to the dead process's local port."""
+    binds = asyncio.run(_recover_dom0(tmp_path))
+    assert binds == [(0, DOM0_REMOTE_PORT)]

@@ -201,8 +201,14 @@ class RingManager:
             raise OSError(errno.EINVAL, str(err)) from None
         port = item.port
         if rebind:
+            # The remote end: the port the guest's page names, else the one INTRODUCE
+            # gave (dom0's own ring: xsd_port). ``item.port`` was our side's, now gone.
+            domain = self.engine.domains.get(domid)
+            remote = ring.evtchn_port or (domain.port if domain is not None else 0)
+            if domid == DOM0 and not self.stub_domain:
+                remote = self.xen.own_port() or remote
             try:
-                port = self.xen.bind_interdomain(domid, ring.evtchn_port or item.port)
+                port = self.xen.bind_interdomain(domid, remote)
             except OSError:
                 ring.release()
                 mapping.close()
