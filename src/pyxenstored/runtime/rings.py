@@ -216,13 +216,23 @@ class RingManager:
         else:
             self.xen.adopt_port(domid, port)
         sink = RingSink(self, domid, conn, mapping, ring, port)
-        if item.unsent:
+        if rebind:
+            # After a crash the journal's copy of this connection's unread input and
+            # unwritten output is from its last domain record, not from the moment we
+            # died: the ring page is the truth. Replies written since are in the ring
+            # (sending the copy again would repeat them: seen on real Xen, a guest's
+            # watch tool took a repeated event for a new one), and input taken since is
+            # answered. Only bytes in flight in the very turn we died in are lost.
+            conn.out.clear()
+            conn.out_bytes = 0
+            conn.reader.reset()
+        elif item.unsent:
             sink.queue.append(item.unsent)
             conn.out_bytes += len(item.unsent)
         conn.sink = sink
         self.by_port[port] = sink
         self.by_domid[domid] = sink
-        if item.pending_input:
+        if item.pending_input and not rebind:
             self.engine.feed(conn, b"")
         self.wake(sink)
         if rebind:
