@@ -37,12 +37,13 @@ def committed(e: Engine) -> dict[str, Any]:
     guests = {}
     for d, dom in e.domains.items():
         conn = dom.conn
-        watches = None
+        watches = txns = None
         if conn is not None and not conn.closed:
             c = _conn(conn, nodes)
             watches = sorted(c["watches"])
+            txns = sorted(conn.transactions)  # restored doomed: their ids stay
         guests[d] = (dom.port, dom.target, dom.features, dom.shutdown_reported, dom.born_gen,
-                     conn is None, conn is not None and conn.closed, watches)
+                     conn is None, conn is not None and conn.closed, watches, txns)
     return copy.deepcopy({
         "nodes": {p: _node(n)[1:] for p, n in nodes.items() if "/stats" not in p},
         "tree": (tree.gen, tree.changes),
@@ -58,8 +59,12 @@ def committed(e: Engine) -> dict[str, Any]:
 
 def recovered(data: bytes, like: Engine) -> dict[str, Any]:
     r = replay(data, lambda: fresh_like(like))
-    ConfigTree(r.restored.engine, Registry(), adopt=True)
-    return committed(r.restored.engine)
+    e = r.restored.engine
+    ConfigTree(e, Registry(), adopt=True)
+    for conn in e.connections.values():
+        for txn in conn.transactions.values():
+            assert txn.view.doomed and txn.view.tree is e.tree  # EAGAIN at commit
+    return committed(e)
 
 
 class Journaled(World):

@@ -7,7 +7,8 @@
   Changes inside a transaction appear when it commits (a commit that fails leaves only
   the counters it moved), so what is there is committed.
 * ``domains``: the domains that changed: introduced, released, dead, retargeted, shut
-  down or resumed, their ring reset or broken, a watch of their ring added or removed.
+  down or resumed, their ring reset or broken, a watch of their ring added or removed,
+  a transaction of their ring started or ended (it comes back doomed after a crash).
   The runtime records each of them again (or its end).
 * ``engine_ops``: engine-wide changes as operations: a domain's birth
   (:data:`BIRTH`, domid, generation) or end (:data:`DEATH`, domid, 0), a backend

@@ -493,10 +493,14 @@ class Engine(QuotaAccounting, DomainLifecycle):
     def transaction_started(self, conn: Connection, txn: Transaction) -> None:
         conn.transactions[txn.id] = txn
         self.open_txns[txn] = None
+        if conn.kind != "socket":
+            self.domain_changed(conn.caller.domid)  # a guest's: restored after a crash
 
     def transaction_ended(self, conn: Connection, txn: Transaction) -> None:
         conn.transactions.pop(txn.id, None)
         self.open_txns.pop(txn, None)
+        if conn.kind != "socket":
+            self.domain_changed(conn.caller.domid)
         if not self.open_txns and self.conflict_guard.history:
             self.conflict_guard.trim(None)
 

@@ -489,12 +489,19 @@ def _dump(
 ) -> list[Record]:
     e = d.e
     d.records.append(GlobalData(listen_fd, evtchn_fd))
-    d.records.append(
-        GlobalQuotaData(tuple((name, e.limits.value(name)) for name in QUOTA_NAMES))
-    )
-    by_conn = {dom.conn.id: dom for dom in e.domains.values() if dom.conn is not None}
+    if d.engine_doc:
+        d.records.append(
+            GlobalQuotaData(tuple((name, e.limits.value(name)) for name in QUOTA_NAMES))
+        )
+    doms: Iterable[Domain] = e.domains.values()
+    conns: Iterable[Connection] = e.connections.values()
+    if domains is not None:
+        # Only these (the crash journal's changed domains): cost by them, not by all.
+        doms = [e.domains[x] for x in domains if x in e.domains]
+        conns = [c for c in (x.conn for x in doms) if c is not None and c.id in e.connections]
+    by_conn = {dom.conn.id: dom for dom in doms if dom.conn is not None}
     written: list[tuple[Connection, int]] = []
-    for conn in e.connections.values():
+    for conn in conns:
         held = handover(conn) if handover is not None else None
         if conn.kind == "socket":
             if held is None:
@@ -504,14 +511,10 @@ def _dump(
         dom = by_conn.get(conn.id)
         if dom is None:
             raise ValueError(f"{conn!r} is a ring connection of no domain")
-        if domains is not None and dom.domid not in domains:
-            continue
         written.append((conn, d.connection(conn, dom, held or Handover())))
     # Domains whose ring broke the protocol (their connection is closed) or that have
     # none: C writes a connection for them too, so that they stay known.
-    for dom in e.domains.values():
-        if domains is not None and dom.domid not in domains:
-            continue
+    for dom in doms:
         if dom.conn is None or dom.conn.closed:
             held = handover(dom.conn) if handover is not None and dom.conn is not None else None
             d.connection(dom.conn, dom, held or Handover())
@@ -521,9 +524,8 @@ def _dump(
         for conn, conn_id in written:
             for txn in conn.transactions.values():
                 d.transaction(conn_id, txn, pending_nodes)
-    for dom in e.domains.values():
-        if domains is None or dom.domid in domains:
-            d.records.append(d.domain_data(dom))
+    for dom in doms:
+        d.records.append(d.domain_data(dom))
     d.records.append(PrivateData(private.KIND, d.document()))
     return d.records
 
