@@ -41,7 +41,7 @@ def committed(e: Engine) -> dict[str, Any]:
         if conn is not None and not conn.closed:
             c = _conn(conn, nodes)
             watches = sorted(c["watches"])
-            txns = sorted(conn.transactions)  # restored doomed: their ids stay
+            txns = (sorted(conn.transactions), conn.next_txid)  # restored doomed, same ids
         guests[d] = (dom.port, dom.target, dom.features, dom.shutdown_reported, dom.born_gen,
                      conn is None, conn is not None and conn.closed, watches, txns)
     return copy.deepcopy({

@@ -7,14 +7,15 @@
   Changes inside a transaction appear when it commits (a commit that fails leaves only
   the counters it moved), so what is there is committed.
 * ``domains``: the domains that changed: introduced, released, dead, retargeted, shut
-  down or resumed, their ring reset or broken, a watch of their ring added or removed,
-  a transaction of their ring started or ended (it comes back doomed after a crash).
+  down or resumed, their ring reset or broken, a watch of their ring added or removed.
   The runtime records each of them again (or its end).
 * ``engine_ops``: engine-wide changes as operations: a domain's birth
   (:data:`BIRTH`, domid, generation) or end (:data:`DEATH`, domid, 0), a backend
   device starting or stopping to count for an allowance (:data:`DEVICE_ADD`,
-  :data:`DEVICE_REMOVE`, path). Kept apart from ``ops``: a failed commit rolls the
-  tree back, not these.
+  :data:`DEVICE_REMOVE`, path), a guest's transaction started or ended
+  (:data:`TXN_START`, :data:`TXN_END`, domid, transaction id: after a crash it comes
+  back doomed). Kept apart from ``ops``: a failed commit rolls the tree back, not
+  these.
 * ``meta``: set when other engine-wide state changed that a restart must get back:
   SET_FEATURE values, quota tables (overrides, classes), limits. The runtime then
   records the engine-wide state again.
@@ -25,10 +26,10 @@ starts afresh (:meth:`take`). Nothing here costs more than a list append per cha
 
 from __future__ import annotations
 
-__all__ = ["BIRTH", "DEATH", "DEVICE_ADD", "DEVICE_REMOVE", "Changes"]
+__all__ = ["BIRTH", "DEATH", "DEVICE_ADD", "DEVICE_REMOVE", "TXN_END", "TXN_START", "Changes"]
 
 #: Codes of ``Changes.engine_ops`` (after ``store.tree``'s operation codes).
-BIRTH, DEATH, DEVICE_ADD, DEVICE_REMOVE = range(6, 10)
+BIRTH, DEATH, DEVICE_ADD, DEVICE_REMOVE, TXN_START, TXN_END = range(6, 12)
 
 
 class Changes:

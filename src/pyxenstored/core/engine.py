@@ -39,7 +39,7 @@ from ..store.tree import Tree
 from .access import create_path
 from .accounting import QuotaAccounting
 from .caller import Caller
-from .changes import DEVICE_ADD, DEVICE_REMOVE, Changes
+from .changes import DEVICE_ADD, DEVICE_REMOVE, TXN_END, TXN_START, Changes
 from .confighooks import ConfigHooks
 from .conflicts import ConflictGuard
 from .connection import Connection
@@ -493,14 +493,15 @@ class Engine(QuotaAccounting, DomainLifecycle):
     def transaction_started(self, conn: Connection, txn: Transaction) -> None:
         conn.transactions[txn.id] = txn
         self.open_txns[txn] = None
-        if conn.kind != "socket":
-            self.domain_changed(conn.caller.domid)  # a guest's: restored after a crash
+        if conn.kind != "socket" and self.changes is not None:
+            # A guest's: restored (doomed) after a crash.
+            self.changes.engine_ops.append((TXN_START, conn.caller.domid, txn.id))
 
     def transaction_ended(self, conn: Connection, txn: Transaction) -> None:
         conn.transactions.pop(txn.id, None)
         self.open_txns.pop(txn, None)
-        if conn.kind != "socket":
-            self.domain_changed(conn.caller.domid)
+        if conn.kind != "socket" and self.changes is not None:
+            self.changes.engine_ops.append((TXN_END, conn.caller.domid, txn.id))
         if not self.open_txns and self.conflict_guard.history:
             self.conflict_guard.trim(None)
 

@@ -42,7 +42,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..core.changes import BIRTH, DEATH, DEVICE_ADD, DEVICE_REMOVE, Changes
+from ..core.changes import (
+    BIRTH,
+    DEATH,
+    DEVICE_ADD,
+    DEVICE_REMOVE,
+    TXN_END,
+    TXN_START,
+    Changes,
+)
+from ..core.connection import Connection
 from ..core.engine import Engine
 from ..core.transactions import Transaction
 from ..protocol.perms import Perms
@@ -204,7 +213,7 @@ def encode_ops(ops: list[tuple[object, ...]]) -> bytes:
             path = op[1].encode("ascii")  # type: ignore[attr-defined]
             add(pack(code, len(path), 0, 0))
             add(path)
-        elif code in (COUNTERS, BIRTH, DEATH):
+        elif code in (COUNTERS, BIRTH, DEATH, TXN_START, TXN_END):
             add(_COUNTERS.pack(code, op[1], op[2]))
         elif code in (DEVICE_ADD, DEVICE_REMOVE):
             path = op[1].encode("ascii")  # type: ignore[attr-defined]
@@ -224,7 +233,7 @@ def decode_ops(data: bytes) -> list[tuple[object, ...]]:
     try:
         while pos < size:
             code = data[pos]
-            if code in (COUNTERS, BIRTH, DEATH):
+            if code in (COUNTERS, BIRTH, DEATH, TXN_START, TXN_END):
                 _, first, second = _COUNTERS.unpack_from(data, pos)
                 out.append((code, first, second))
                 pos += _COUNTERS.size
@@ -296,6 +305,18 @@ class _Latest:
         self.conn_x: dict[int, dict[str, Any]] = {}
         self.quota: GlobalQuotaData | None = None
         self.doc: dict[str, Any] | None = None
+        #: guests' transactions started or ended after their domain's newest record
+        self.txn_ops: dict[int, list[tuple[int, int]]] = {}
+
+    def engine_ops(self, ops: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
+        """Keep the transaction operations by domain; return the others."""
+        rest = []
+        for op in ops:
+            if op[0] in (TXN_START, TXN_END):
+                self.txn_ops.setdefault(op[1], []).append((op[0], op[2]))  # type: ignore[arg-type]
+            else:
+                rest.append(op)
+        return rest
 
     def absorb(self, records: list[Record], gone: list[int]) -> bool:
         """Take newer records; True if they held the engine-wide record."""
@@ -303,6 +324,7 @@ class _Latest:
             self.groups.pop(domid, None)
             self.domain_data.pop(domid, None)
             self.conn_x.pop(domid, None)
+            self.txn_ops.pop(domid, None)
         owner: dict[int, int] = {}
         whole = False
         for rec in records:
@@ -312,6 +334,7 @@ class _Latest:
                 owner[rec.conn_id] = rec.domid
                 self.groups[rec.domid] = [rec]
                 self.conn_x.pop(rec.domid, None)
+                self.txn_ops.pop(rec.domid, None)  # the record has them
             elif isinstance(rec, WatchData | WatchDataExtended | TransactionData):
                 if rec.conn_id not in owner:
                     raise JournalError("a record of an unknown connection")
@@ -389,6 +412,30 @@ def _apply_engine_ops(engine: Engine, ops: list[tuple[object, ...]]) -> None:
             raise JournalError(f"operation {code} among engine operations")
 
 
+def _doomed(engine: Engine, conn: Connection, tx_id: int) -> None:
+    txn = Transaction(tx_id, engine.tree, engine.conflicts)
+    txn.view.doomed = True
+    engine.transaction_started(conn, txn)
+
+
+def _apply_txn_ops(engine: Engine, txn_ops: dict[int, list[tuple[int, int]]]) -> None:
+    """Guests' transactions started (doomed) or ended after their domain's record."""
+    for domid, ops in txn_ops.items():
+        dom = engine.domains.get(domid)
+        conn = dom.conn if dom is not None else None
+        if conn is None or conn.closed:
+            continue
+        for code, tx_id in ops:
+            if code == TXN_START:
+                if tx_id not in conn.transactions:
+                    _doomed(engine, conn, tx_id)
+                conn.next_txid = (tx_id + 1) & 0xFFFFFFFF
+            else:
+                txn = conn.transactions.get(tx_id)
+                if txn is not None:
+                    engine.transaction_ended(conn, txn)
+
+
 def _records(data: bytes) -> list[Record]:
     try:
         return decode(data)[1]
@@ -430,7 +477,7 @@ def replay(data: bytes, new_engine: Callable[[], Engine]) -> Replayed:
                 gone = [_LEN.unpack_from(payload, cut + 4 + 4 * i)[0] for i in range(n)]
                 pos = cut + 4 + 4 * n
                 stop = pos + _LEN.size + _LEN.unpack_from(payload, pos)[0]
-                engine_ops += decode_ops(payload[pos + _LEN.size : stop])
+                engine_ops += latest.engine_ops(decode_ops(payload[pos + _LEN.size : stop]))
             except struct.error:
                 raise JournalError("a truncated engine record") from None
             state = payload[stop:]
@@ -452,9 +499,8 @@ def replay(data: bytes, new_engine: Callable[[], Engine]) -> Replayed:
         for conn in engine.connections.values():
             for txn in list(conn.transactions.values()):
                 engine.transaction_ended(conn, txn)
-                fresh = Transaction(txn.id, tree, engine.conflicts)
-                fresh.view.doomed = True
-                engine.transaction_started(conn, fresh)
+                _doomed(engine, conn, txn.id)
+        _apply_txn_ops(engine, latest.txn_ops)
     dropped = len(data) - used
     if dropped and data.count(0, used) == dropped:
         dropped = 0  # the journal's reserved room, never written
