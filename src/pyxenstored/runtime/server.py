@@ -72,7 +72,7 @@ class ServerConfig:
     #: where the crash journal lives (None: the socket's directory; none without a
     #: socket unless given)
     state_dir: str | None = None
-    #: replay a journal left by a crash (False: remove it and start empty)
+    #: replay a journal left by a crash (False: ignore it, start empty; ours replaces it)
     recover: bool = True
     #: keep a crash journal at all
     journal: bool = True
