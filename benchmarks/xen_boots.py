@@ -14,7 +14,7 @@ machine's speed hits both alike. Reported per daemon, as medians over the boots:
 
 Everything runs under TCG emulation, which magnifies CPU costs: the ratios are what count.
 
-    python3 benchmarks/realxen.py --boots 3 [--guests 8]
+    python3 benchmarks/xen_boots.py --boots 3 [--guests 8]
 
 Needs what `make test-xen` needs (root, x86_64, Debian's Xen packages).
 """
