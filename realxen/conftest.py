@@ -39,9 +39,12 @@ def _prune_images(folder: Path, keep: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def selected_scenarios() -> list[str]:
+def selected_scenarios(daemon: str = "pyxenstored") -> list[str]:
     chosen = os.environ.get("PXS_SCENARIOS")
-    return chosen.split(",") if chosen else list(xenqemu.SCENARIOS)
+    names = chosen.split(",") if chosen else list(xenqemu.SCENARIOS)
+    if daemon != "pyxenstored":
+        names = [n for n in names if n not in xenqemu.PYXENSTORED_ONLY]
+    return names
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +69,7 @@ def booted(daemon: str) -> Iterator[xenqemu.Boot]:
     outputs.mkdir(exist_ok=True)
     _prune(outputs)
     out = outputs / f"{daemon}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    settings = xenqemu.BootSettings(daemon=daemon, scenarios=selected_scenarios())
+    settings = xenqemu.BootSettings(daemon=daemon, scenarios=selected_scenarios(daemon))
     result = xenqemu.boot(images, out, settings)
     print(
         f"\nreal Xen boot with {daemon}: status {result.status} in {result.wall:.0f} s "
