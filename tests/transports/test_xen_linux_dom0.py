@@ -74,25 +74,34 @@ class Dom0Kernel(xl.LinuxXen):
         return own
 
 
-async def _serve_dom0(tmp_path: Path) -> tuple[bytes, list[int], int]:
+def _dom0_files(tmp_path: Path) -> tuple[int, int, Path]:
+    """A Linux-like dom0 in ``tmp_path``: the event FIFO (its two ends), a 0-byte
+    ``xsd_kva``, ``xsd_port``, an empty gntdev."""
     fifo = tmp_path / "evtchn"
     os.mkfifo(fifo)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
     writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-    kva = tmp_path / "xsd_kva"
-    kva.write_bytes(b"")
+    (tmp_path / "xsd_kva").write_bytes(b"")
     (tmp_path / "xsd_port").write_text(f"{DOM0_REMOTE_PORT}\n")
-    gntdev = tmp_path / "gntdev"
-    gntdev.write_bytes(b"")
-    kernel = LinuxLike(writer)
-    xen = Dom0Kernel(
-        evtchn_path=str(fifo),
-        gntdev_path=str(gntdev),
-        xsd_kva_path=str(kva),
+    (tmp_path / "gntdev").write_bytes(b"")
+    return reader, writer, tmp_path / "xsd_kva"
+
+
+def _dom0_xen(tmp_path: Path, ioctl: Any) -> Dom0Kernel:
+    return Dom0Kernel(
+        evtchn_path=str(tmp_path / "evtchn"),
+        gntdev_path=str(tmp_path / "gntdev"),
+        xsd_kva_path=str(tmp_path / "xsd_kva"),
         xsd_port_path=str(tmp_path / "xsd_port"),
-        ioctl=kernel,
+        ioctl=ioctl,
         domains=NoDomains(),
     )
+
+
+async def _serve_dom0(tmp_path: Path) -> tuple[bytes, list[int], int]:
+    reader, writer, kva = _dom0_files(tmp_path)
+    kernel = LinuxLike(writer)
+    xen = _dom0_xen(tmp_path, kernel)
     rings = RingManager(xen)
     engine = Engine(priv_domid=0, backend=rings)
     rings.attach(engine, lambda: None)
@@ -138,15 +147,7 @@ def test_dom0_gets_a_first_event_and_is_then_served(tmp_path: Path) -> None:
 async def _recover_dom0(tmp_path: Path) -> list[tuple[int, int]]:
     """Serve dom0's ring, dump the engine, then recover it in a second manager over a new
     event-channel device (as after a crash): which (domid, remote port) does it bind?"""
-    fifo = tmp_path / "evtchn"
-    os.mkfifo(fifo)
-    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-    writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-    kva = tmp_path / "xsd_kva"
-    kva.write_bytes(b"")
-    (tmp_path / "xsd_port").write_text(f"{DOM0_REMOTE_PORT}\n")
-    gntdev = tmp_path / "gntdev"
-    gntdev.write_bytes(b"")
+    reader, writer, _ = _dom0_files(tmp_path)
     loop = asyncio.get_running_loop()
     binds: list[tuple[int, int]] = []
     kernels = []
@@ -164,14 +165,7 @@ async def _recover_dom0(tmp_path: Path) -> list[tuple[int, int]]:
                     binds.append(struct.unpack_from("<II", arg))
                 return int(original(fd, request, arg))
 
-            xen = Dom0Kernel(
-                evtchn_path=str(fifo),
-                gntdev_path=str(gntdev),
-                xsd_kva_path=str(kva),
-                xsd_port_path=str(tmp_path / "xsd_port"),
-                ioctl=spy,
-                domains=NoDomains(),
-            )
+            xen = _dom0_xen(tmp_path, spy)
             rings = RingManager(xen)
             engine = Engine(priv_domid=0, backend=rings)
             rings.attach(engine, lambda: None)
