@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import Invalid, NoEntry
 from ..protocol.args import strings
+from ..protocol.wire import OK
 from .access import View
 from .domains import parse_domid
 from .quota import QUOTA_NAMES
@@ -30,7 +31,6 @@ __all__ = ["COMMANDS", "Command", "h_control"]
 log = logging.getLogger("pyxenstored.control")
 
 Command = Callable[["Engine", list[str]], bytes]
-OK = b"OK\0"
 
 _QUOTA_HELP = {
     "nodes": "Nodes per domain",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from ..errors import Busy, Invalid, NoEntry, PermissionDenied
 from ..protocol.args import one_arg, strings
 from ..protocol.numbers import atoi
-from ..protocol.wire import DOMID_SELF
+from ..protocol.wire import DOMID_SELF, OK
 from .access import View
 from .domains import Domain, parse_domid
 
@@ -42,7 +42,6 @@ __all__ = [
     "release_domain",
 ]
 
-OK = b"OK\0"
 
 
 def _port(raw: bytes) -> int:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from ..errors import Invalid, NoEntry
 from ..protocol.args import strings
 from ..protocol.numbers import atoi
+from ..protocol.wire import OK
 from .access import View
 from .domains import parse_domid
 from .quota import QUOTA_NAMES
@@ -72,4 +73,4 @@ def h_set_quota(
     if value >= 0xFFFFFFFF:
         raise Invalid("value out of range")
     e.set_quota(domid, name, value)
-    return b"OK\0"
+    return OK

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import Busy, Exists, Invalid, NoEntry, QuotaExceeded
 from ..protocol.args import strings
-from ..protocol.wire import RingFeature
+from ..protocol.wire import OK, RingFeature
 from .access import View
 from .transactions import Transaction
 from .watches import Watch, event_message
@@ -24,7 +24,6 @@ __all__ = [
     "h_watch",
 ]
 
-OK = b"OK\0"
 
 
 def h_watch(

@@ -17,7 +17,7 @@ from ..protocol.args import one_arg, split_write, strings
 from ..protocol.numbers import strtoul
 from ..protocol.paths import parent_of
 from ..protocol.perms import READ, WRITE, format_perms, parse_perms
-from ..protocol.wire import PAYLOAD_MAX
+from ..protocol.wire import OK, PAYLOAD_MAX
 from ..store.node import CHILDREN, EXISTS, PERMS, VALUE
 from .access import View, create_path, lookup, missing_error
 from .confighooks import CONFIG_PREFIX, CONFIG_ROOTS
@@ -39,7 +39,6 @@ __all__ = [
     "h_write",
 ]
 
-OK = b"OK\0"
 
 
 def h_read(

@@ -15,6 +15,7 @@ __all__ = [
     "DOMID_SELF",
     "HEADER",
     "HEADER_SIZE",
+    "OK",
     "PAYLOAD_MAX",
     "RING_SIZE",
     "Op",
@@ -24,6 +25,8 @@ __all__ = [
 
 HEADER = struct.Struct("<IIII")
 HEADER_SIZE = 16
+#: the payload of every request that succeeds with nothing to tell
+OK = b"OK\0"
 #: XENSTORE_PAYLOAD_MAX: longer requests drop the connection, longer replies become E2BIG.
 PAYLOAD_MAX = 4096
 #: XENSTORE_RING_SIZE: bytes per direction in the shared page.

@@ -51,7 +51,7 @@ from ..core.connection import Connection
 from ..errors import Invalid, ReplyLater
 from ..protocol.framing import Packet
 from ..protocol.numbers import atoi
-from ..protocol.wire import Op, encode
+from ..protocol.wire import OK, Op, encode
 
 if TYPE_CHECKING:
     from .server import Server
@@ -281,7 +281,7 @@ class LiveUpdate:
             if conn.closed:
                 self._end()
                 return
-            ok = encode(Op.CONTROL, packet.req_id, packet.tx_id, b"OK\0")
+            ok = encode(Op.CONTROL, packet.req_id, packet.tx_id, OK)
             conn.out.append(ok)
             conn.out_bytes += len(ok)
             data = server.save_state(

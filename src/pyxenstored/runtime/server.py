@@ -27,6 +27,7 @@ from ..errors import Invalid, XenstoreError
 from ..liveconfig.registry import Registry
 from ..liveconfig.tree import ConfigTree
 from ..protocol.framing import FramingError
+from ..protocol.wire import OK
 from ..state.journal import JournalError, Replayed, replay
 from ..state.snapshot import Handover, Restored, restore, save
 from ..state.stream import GlobalData, Record, StateStreamError, decode
@@ -281,7 +282,7 @@ class Server:
         except OSError as err:
             log.warning("memreport to %s failed: %s", args[0], err)
             raise Invalid("cannot write the report file") from None
-        return b"OK\0"
+        return OK
 
     def _setting_changed(self, name: str, value: Any) -> None:
         if name == "log/level":
