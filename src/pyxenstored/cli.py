@@ -322,7 +322,11 @@ def settings_table() -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, fork_by_default: bool = True) -> int:
+    """Run the daemon. ``fork_by_default``: detach unless ``-N``, as C xenstored does
+    (the installed ``pyxenstored`` command, what a host's ``XENSTORED`` names);
+    ``python -m pyxenstored`` passes False and stays in the foreground, as harnesses
+    that start and stop it by its pid expect."""
     args = parse_args(argv)
     if args.list_settings:
         print(settings_table())
@@ -336,13 +340,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pyxenstored: {err}", file=sys.stderr)
         return 1
     log_file = _absolute(args.log_file)
+    fork = fork_by_default and not args.no_fork
     # Fork before anything is opened: no Xen device, no event loop, no log file yet.
     # A live update is exec'd by a daemon that detached already: it never forks again.
     start: Foreground | Detached = (
-        Foreground(args.output_pid) if args.no_fork or args.live_update else detach(args.output_pid)
+        detach(args.output_pid) if fork and not args.live_update else Foreground(args.output_pid)
     )
     try:
-        where = configure_logging(log_file, detached=not args.no_fork)
+        where = configure_logging(log_file, detached=fork)
     except OSError as err:
         return start.failed(f"cannot open the log file: {describe_error(err)}")
     log.debug("logging to %s", where)

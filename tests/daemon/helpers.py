@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-COMMAND = [sys.executable, "-m", "pyxenstored"]
+#: the installed command, which detaches like C xenstored (``python -m`` does not)
+COMMAND = [str(Path(sys.executable).with_name("pyxenstored"))]
 
 
 def short_dir() -> Path:

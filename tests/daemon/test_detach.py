@@ -9,6 +9,8 @@ import logging
 import os
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -212,3 +214,24 @@ def test_a_stale_pid_file_is_replaced(tmp: Path, pids: Pids) -> None:
     pid, _ = start_detached(tmp, pids)
     assert pid != 999999 and alive(pid)
     assert pids.stop(pid)
+
+
+def test_python_dash_m_stays_in_the_foreground(tmp: Path) -> None:
+    """``python -m pyxenstored`` (no -N) serves from the process it started in, so that
+    harnesses which start and stop the daemon by its pid (the conformance runner) keep
+    working; only the installed command detaches like C."""
+    sock = tmp / "socket"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyxenstored", "--socket", str(sock)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert until(lambda: answers(str(sock)))
+        assert proc.poll() is None, "python -m pyxenstored detached"
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+    assert not sock.exists()
