@@ -18,7 +18,6 @@ from .errors import XenstoreError
 from .liveconfig.coptions import translate
 from .liveconfig.registry import Registry
 from .runtime.daemon import Detached, Foreground, configure_logging, detach
-from .runtime.liveupdate import CAPABILITIES
 from .runtime.loops import LOOPS
 from .runtime.rings import XEN_MODES
 from .runtime.server import AlreadyRunning, Server, ServerConfig, StartupError, describe_error
@@ -163,12 +162,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--list-settings",
         action="store_true",
         help="print every live setting with its default, unit and meaning, then exit",
-    )
-    p.add_argument(
-        "--state-capabilities",
-        action="store_true",
-        help="print the state-stream versions this binary restores, then exit "
-        "(a live update asks the new binary)",
     )
     p.add_argument(
         "--set",
@@ -330,9 +323,6 @@ def main(argv: Sequence[str] | None = None, *, fork_by_default: bool = True) -> 
     args = parse_args(argv)
     if args.list_settings:
         print(settings_table())
-        return 0
-    if args.state_capabilities:
-        print(CAPABILITIES)
         return 0
     try:
         config, ignored = build_config(args)

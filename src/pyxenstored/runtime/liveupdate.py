@@ -57,7 +57,6 @@ if TYPE_CHECKING:
     from .server import Server
 
 __all__ = [
-    "CAPABILITIES",
     "DRAIN_SECONDS",
     "LiveUpdate",
     "rundir",
@@ -66,8 +65,6 @@ __all__ = [
 
 log = logging.getLogger("pyxenstored.liveupdate")
 
-#: what ``pyxenstored --state-capabilities`` prints: stream versions, open transactions
-CAPABILITIES = "pyxenstored-state 1 2 transactions"
 #: longest wait for socket clients to take what was written to them, before the exec
 DRAIN_SECONDS = 2.0
 _VERSIONS = (1, 2)
