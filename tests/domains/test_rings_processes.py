@@ -103,6 +103,32 @@ def ready(proc: subprocess.Popen[str], procs: Procs) -> None:
     assert proc.stdout.readline().strip() == "ready", procs.errors()
 
 
+def introduce(dom0: SyncClient, domid: int) -> None:
+    """What the toolstack does before a guest's first request: its home, a control
+    directory dom0 writes, and INTRODUCE."""
+    home = f"/local/domain/{domid}"
+    dom0.mkdir(home)
+    dom0.set_perms(home, [f"n{domid}"])
+    dom0.mkdir(f"{home}/control")
+    dom0.set_perms(f"{home}/control", ["n0", f"r{domid}"])
+    dom0.introduce(domid, 0, 100 + domid)
+
+
+def start_guests(
+    procs: Procs, dom0: SyncClient, domids: list[int]
+) -> dict[int, subprocess.Popen[str]]:
+    """Guest processes for ``domids``, introduced and each waiting on its watch."""
+    guests = {}
+    for domid in domids:
+        guests[domid] = procs.guest(domid)
+        introduce(dom0, domid)
+    for proc in guests.values():
+        go(proc)
+    for proc in guests.values():
+        ready(proc, procs)
+    return guests
+
+
 def test_several_guest_processes(procs: Procs) -> None:
     sock = str(procs.dir / "socket")
     daemon = procs.daemon("--socket", sock)
@@ -111,19 +137,7 @@ def test_several_guest_processes(procs: Procs) -> None:
     with SyncClient(sock, timeout=10) as dom0:
         dom0.watch("@releaseDomain", "rel")
         assert dom0.read_watch(timeout=5) is not None
-        guests = {}
-        for domid in domids:
-            guests[domid] = procs.guest(domid)
-            home = f"/local/domain/{domid}"
-            dom0.mkdir(home)
-            dom0.set_perms(home, [f"n{domid}"])
-            dom0.mkdir(f"{home}/control")
-            dom0.set_perms(f"{home}/control", ["n0", f"r{domid}"])
-            dom0.introduce(domid, 0, 100 + domid)
-        for proc in guests.values():
-            go(proc)
-        for proc in guests.values():
-            ready(proc, procs)
+        guests = start_guests(procs, dom0, domids)
         for domid in domids:
             dom0.write(f"/local/domain/{domid}/control/cmd", f"stop-{domid}")
         for domid, proc in guests.items():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from domains.simharness import subprocess_env
-from domains.test_rings_processes import KEYS, Procs, go, ready, wait_for
+from domains.test_rings_processes import KEYS, Procs, introduce, start_guests, wait_for
 
 from pyxenstored import errors
 from pyxenstored.client.ring import SimGuest
@@ -45,15 +45,6 @@ def start(procs: Procs) -> tuple[subprocess.Popen[str], str, dict[str, str]]:
     return daemon, sock, env
 
 
-def introduce(dom0: Client, domid: int) -> None:
-    home = f"/local/domain/{domid}"
-    dom0.mkdir(home)
-    dom0.set_perms(home, [f"n{domid}"])
-    dom0.mkdir(f"{home}/control")
-    dom0.set_perms(f"{home}/control", ["n0", f"r{domid}"])
-    dom0.introduce(domid, 0, 100 + domid)
-
-
 def stock_control() -> str | None:
     found = sorted(glob.glob("/usr/lib/xen-4.*/bin/xenstore-control"))
     return found[-1] if found else None
@@ -67,14 +58,7 @@ def test_live_update_keeps_everything(procs: Procs, tool: str) -> None:
     daemon, sock, env = start(procs)
     pid = daemon.pid
     with Client(sock, timeout=20) as dom0, Client(sock, timeout=20) as txc:
-        guests = {}
-        for domid in (1, 2):
-            guests[domid] = procs.guest(domid)
-            introduce(dom0, domid)
-        for proc in guests.values():
-            go(proc)
-        for proc in guests.values():
-            ready(proc, procs)  # each guest now waits on a watch, over its ring
+        guests = start_guests(procs, dom0, [1, 2])  # each waits on a watch, over its ring
         dom0.write("/lu/a", "1")
         dom0.watch("/lu", "tok", depth=1)
         assert dom0.read_watch(5) is not None

@@ -13,8 +13,8 @@ import time
 
 import pytest
 from domains.simharness import subprocess_env
-from domains.test_rings_processes import KEYS, Procs, go, ready
-from liveupdate.test_live_update_e2e import BINARY, introduce
+from domains.test_rings_processes import KEYS, Procs, start_guests
+from liveupdate.test_live_update_e2e import BINARY
 
 from pyxenstored import errors
 from pyxenstored.client.sync import Client
@@ -49,14 +49,7 @@ def test_kill_9_then_restart_guests_go_on(procs: Procs) -> None:
     daemon, sock = start(procs)
     journal = procs.dir / "journal"
     with connect(sock, procs, daemon) as dom0:
-        guests = {}
-        for domid in (1, 2):
-            guests[domid] = procs.guest(domid)
-            introduce(dom0, domid)
-        for proc in guests.values():
-            go(proc)
-        for proc in guests.values():
-            ready(proc, procs)  # each guest now waits on a watch, over its ring
+        guests = start_guests(procs, dom0, [1, 2])  # each waits on a watch, over its ring
         dom0.write("/crash/a", "1")
         dom0.set_perms("/crash/a", ["n0", "r1"])
         dom0.write("/tool/xenstored/quota/nodes", "777")
