@@ -272,13 +272,14 @@ class LiveUpdate:
         conn, packet = session.waiting
         server = self.server
         path = state_file()
+        # The OK the new process sends; taken back if we never get that far.
+        ok = encode(Op.CONTROL, packet.req_id, packet.tx_id, OK)
         server.hold_input(True)
         try:
             await server.drain_sockets(DRAIN_SECONDS)
             if conn.closed:
                 self._end()
                 return
-            ok = encode(Op.CONTROL, packet.req_id, packet.tx_id, OK)
             conn.out.append(ok)
             conn.out_bytes += len(ok)
             data = server.save_state(
@@ -298,9 +299,9 @@ class LiveUpdate:
             log.error("live-update failed: %s", err)
             with contextlib.suppress(OSError):
                 os.unlink(path)
-            if conn.out and conn.out[-1][:4] == encode(Op.CONTROL, 0, 0, b"")[:4]:
-                dropped = conn.out.pop()
-                conn.out_bytes -= len(dropped)
+            if conn.out and conn.out[-1] is ok:
+                conn.out.pop()
+                conn.out_bytes -= len(ok)
             server.undo_exec()
             server.hold_input(False)
             if not conn.closed:
