@@ -5,7 +5,7 @@ once it has restored everything and adopted every connection) is the update's co
     python3 benchmarks/liveupdate.py [--nodes 100000] [--connections 1000] [--runs 3]
 
 Starts its own daemon (the checkout's `.venv/bin/pyxenstored -N`) in a private directory;
-imports nothing from the package (raw wire messages over the socket).
+imports nothing from the package (xsbench's wire code over the socket).
 """
 
 from __future__ import annotations
@@ -16,43 +16,33 @@ import resource
 import shutil
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-HEADER = struct.Struct("<IIII")
-WRITE, CONTROL, READ, ERROR = 11, 0, 2, 16
+from xsbench.wire import XS_READ, XS_WRITE, Connection, Message, MessageReader, encode
+
+XS_CONTROL = 0
 BINARY = str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "pyxenstored")
 
 
-def message(op: int, req: int, payload: bytes) -> bytes:
-    return HEADER.pack(op, req, 0, len(payload)) + payload
-
-
-def replies(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
-    out: list[tuple[int, bytes]] = []
-    buf = b""
+def replies(sock: socket.socket, count: int) -> list[Message]:
+    """The next ``count`` messages from ``sock`` (pipelined requests' replies)."""
+    reader = MessageReader()
+    out: list[Message] = []
     while len(out) < count:
         chunk = sock.recv(1 << 20)
         if not chunk:
             raise ConnectionError("daemon closed the connection")
-        buf += chunk
-        while len(buf) >= 16:
-            op, _, _, n = HEADER.unpack_from(buf)
-            if len(buf) < 16 + n:
-                break
-            out.append((op, buf[16 : 16 + n]))
-            buf = buf[16 + n :]
+        out += reader.feed(chunk)
     return out
 
 
-def control(sock: socket.socket, *args: str) -> bytes:
-    sock.sendall(message(CONTROL, 1, b"".join(a.encode() + b"\0" for a in args)))
-    op, body = replies(sock, 1)[0]
-    return body.rstrip(b"\0") if op == CONTROL else b"ERROR " + body
+def control(conn: Connection, *args: str) -> bytes:
+    """A CONTROL request's text answer (live-update answers its outcome as text)."""
+    return conn.request(XS_CONTROL, b"".join(a.encode() + b"\0" for a in args)).rstrip(b"\0")
 
 
 def one_run(nodes: int, connections: int) -> dict[str, float]:
@@ -69,26 +59,25 @@ def one_run(nodes: int, connections: int) -> dict[str, float]:
             if os.path.exists(path):
                 break
             time.sleep(0.05)
-        main = socket.socket(socket.AF_UNIX)
-        main.connect(path)
+        main = Connection(path)
         batch = 2000
         for start in range(0, nodes, batch):
             n = min(batch, nodes - start)
-            main.sendall(
+            main.sock.sendall(
                 b"".join(
-                    message(WRITE, i, b"/bench/d%d/n%d\0%s" % (i // 1000, i, b"v" * 16))
+                    encode(XS_WRITE, i, b"/bench/d%d/n%d\0%s" % (i // 1000, i, b"v" * 16))
                     for i in range(start, start + n)
                 )
             )
-            assert all(op == WRITE for op, _ in replies(main, n))
+            assert all(m.type == XS_WRITE for m in replies(main.sock, n))
         clients = []
         for _ in range(connections):
             c = socket.socket(socket.AF_UNIX)
             c.connect(path)
             clients.append(c)
         for c in clients[:50]:  # they are served (and counted) before the update
-            c.sendall(message(READ, 9, b"/bench/d0/n0\0"))
-            assert replies(c, 1)[0][0] == READ
+            c.sendall(encode(XS_READ, 9, b"/bench/d0/n0\0"))
+            assert replies(c, 1)[0].type == XS_READ
         assert control(main, "live-update", "-f", BINARY) == b"OK"
         t0 = time.perf_counter()
         answer = control(main, "live-update", "-s", "-t", "30")
@@ -96,8 +85,8 @@ def one_run(nodes: int, connections: int) -> dict[str, float]:
         if answer != b"OK":
             raise RuntimeError(f"live update answered {answer!r}")
         for c in clients[-50:]:  # and served by the new process
-            c.sendall(message(READ, 9, b"/bench/d0/n0\0"))
-            assert replies(c, 1)[0][0] == READ
+            c.sendall(encode(XS_READ, 9, b"/bench/d0/n0\0"))
+            assert replies(c, 1)[0].type == XS_READ
         for c in clients:
             c.close()
         main.close()
