@@ -5,7 +5,9 @@ renamed over the journal), then the engine reports its committed changes
 (``core.changes``) and :meth:`Journal.write_pending` appends one frame per request,
 called by the transports after each request and before its reply leaves. When the file
 grows past :data:`COMPACT_FACTOR` times the snapshot (and :data:`COMPACT_MIN` bytes), a
-fresh snapshot replaces it. A clean shutdown removes it.
+fresh snapshot replaces it. A clean shutdown removes it. With guests' rings, every frame
+also says where the rings it moved stand (``state.journal``, RING), and the ring
+transport takes a request from its ring only after the frame of its answer is written.
 
 Compaction of a large tree (:data:`FORK_NODES` nodes or more) does not stop the daemon:
 a forked child (a copy-on-write image of the engine) writes the snapshot to
@@ -27,10 +29,11 @@ import mmap
 import os
 import signal
 import time
+from collections.abc import Callable
 
 from ..core.changes import Changes
 from ..core.engine import Engine
-from ..state.journal import changes_frame, snapshot_frame, tree_frame
+from ..state.journal import RingRecord, changes_frame, ring_frame, snapshot_frame, tree_frame
 
 __all__ = ["COMPACT_FACTOR", "COMPACT_MIN", "Journal", "journal_path"]
 
@@ -74,6 +77,8 @@ class Journal:
         self.since_fork: list[bytes] = []
         #: bytes of the file reserved (and mapped), from 0
         self.capacity = 0
+        #: where the guests' rings stand (``RingManager.journal_records``), or None
+        self.rings: Callable[[bool], list[RingRecord]] | None = None
 
     def start(self) -> None:
         """Write a fresh snapshot and report changes from now on (OSError if not)."""
@@ -99,6 +104,8 @@ class Journal:
     def _snapshot(self) -> None:
         started = time.monotonic()
         data = snapshot_frame(self.engine)
+        if self.rings is not None:
+            data += ring_frame(self.rings(True))
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         tmp = self.path + ".tmp"
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -143,7 +150,8 @@ class Journal:
             os.lseek(self.fd, self.size, os.SEEK_SET)
 
     def write_pending(self) -> None:
-        """Append the changes of the requests answered since the last call."""
+        """Append the changes of the requests answered since the last call, with where
+        the rings they moved stand."""
         changes = self.changes
         ops = changes.ops
         if changes.domains or changes.meta or changes.engine_ops:
@@ -153,9 +161,16 @@ class Journal:
             data = tree_frame(ops)
             ops.clear()  # the tree appends to this very list
         else:
-            return
-        if self.fd < 0:
-            return
+            data = b""
+        rings = self.rings
+        if rings is not None:
+            records = rings(False)
+            if records:
+                data = ring_frame(records, data)
+        if data and self.fd >= 0:
+            self._append(data)
+
+    def _append(self, data: bytes) -> None:
         size = self.size
         end = size + len(data)
         try:
@@ -207,6 +222,10 @@ class Journal:
         self.child = pid
         self.since_fork = []
         log.debug("journal: compacting in child %d", pid)
+        if self.rings is not None:
+            # The child's snapshot holds no ring records: where every ring stands now
+            # follows it in the new file (and is harmless in the old one).
+            self._append(ring_frame(self.rings(True)))
 
     def _reap(self, flags: int) -> None:
         """Take the child's snapshot once it is done (``flags``: os.WNOHANG, or 0 to

@@ -48,6 +48,7 @@ from ..core.engine import Engine
 from ..core.handlers_domain import domain_died, domain_shut_down, introduce_domain
 from ..errors import Invalid, NoEntry
 from ..protocol.wire import RingFeature
+from ..state.journal import RingRecord
 from ..state.snapshot import Adopted, Handover
 from ..transports.base import ANY_PORT, DomainState, Mapping, XenBackend
 from ..transports.ring import ServerRing
@@ -114,6 +115,10 @@ class RingManager:
         self.tick = 0.05
         self._tick_timer: asyncio.TimerHandle | None = None
         self.stats = {"turns": 0, "sweeps": 0, "failed": 0, "stalls": 0}
+        #: a crash journal is written: rings report where they stand (``dirty``)
+        self.journaling = False
+        #: rings whose place the next journal frame records (an ordered set)
+        self.dirty: dict[RingSink, None] = {}
 
     @property
     def engine(self) -> Engine:
@@ -131,17 +136,37 @@ class RingManager:
         if persist is not None:
             self.persist = persist
 
+    def journal_records(self, everything: bool = False) -> list[RingRecord]:
+        """Where the rings stand that moved since the last call: the ring whose
+        requests were just answered, rings with new output, rings reset (``everything``:
+        every ring, after a snapshot). The journal calls this for every frame."""
+        dirty = self.dirty
+        if everything:
+            dirty.update(dict.fromkeys(self.by_domid.values()))
+        else:
+            for conn in self.engine.woken:
+                sink = conn.sink
+                if sink.__class__ is RingSink:
+                    dirty[sink] = None
+        if not dirty:
+            return []
+        records = [s.journal_record() for s in dirty if not s.closed and not s.broken]
+        dirty.clear()
+        return records
+
     # -- lifecycle ------------------------------------------------------------------------
     def start(
         self,
         loop: asyncio.AbstractEventLoop,
         adopted: list[Adopted] | None = None,
         rebind: bool = False,
+        journaled: dict[int, RingRecord] | None = None,
     ) -> None:
         """Watch the event channel and attach dom0's ring (or, after a live update, every
         ring the replaced process served: ``adopted``; after a crash, ``rebind``: the
         event-channel device died with the process, so each port is bound again and a
-        ring that cannot be mapped is a domain gone meanwhile).
+        ring that cannot be mapped is a domain gone meanwhile; ``journaled``: where the
+        crash journal says each ring stood).
 
         Raises:
             OSError, XenstoreError: dom0's ring cannot be set up in stub-domain mode, or
@@ -155,7 +180,7 @@ class RingManager:
                     self._adopt(item)
                     continue
                 try:
-                    self._adopt(item, rebind=True)
+                    self._adopt(item, rebind=True, journaled=journaled)
                 except OSError as err:
                     log.warning("domain %s: its ring is gone (%s): released", item.domid, err)
                     if item.domid is not None:
@@ -181,9 +206,15 @@ class RingManager:
         # Anything already waiting (requests written before we started) is served.
         self._schedule()
 
-    def _adopt(self, item: Adopted, rebind: bool = False) -> None:
+    def _adopt(
+        self,
+        item: Adopted,
+        rebind: bool = False,
+        journaled: dict[int, RingRecord] | None = None,
+    ) -> None:
         """Serve a ring the replaced process served: map its page again, keep its port
-        (``rebind``: bind the domain's port again, the old binding died with us)."""
+        (``rebind``: bind the domain's port again, the old binding died with us, and
+        take up the ring where the crash journal's ``journaled`` record says it was)."""
         domid, conn = item.domid, item.conn
         if item.kind != "ring" or domid is None or conn is None or item.ring != "serve":
             return
@@ -217,15 +248,12 @@ class RingManager:
             self.xen.adopt_port(domid, port)
         sink = RingSink(self, domid, conn, mapping, ring, port)
         if rebind:
-            # After a crash the journal's copy of this connection's unread input and
-            # unwritten output is from its last domain record, not from the moment we
-            # died: the ring page is the truth. Replies written since are in the ring
-            # (sending the copy again would repeat them: seen on real Xen, a guest's
-            # watch tool took a repeated event for a new one), and input taken since is
-            # answered. Only bytes in flight in the very turn we died in are lost.
-            conn.out.clear()
-            conn.out_bytes = 0
-            conn.reader.reset()
+            # After a crash the domain record's copy of this connection's input and
+            # output is stale; the ring record (written with every frame that moved the
+            # ring) and the ring page are the truth together.
+            self._resume(sink, (journaled or {}).get(domid))
+            if self.journaling:
+                self.dirty[sink] = None
         elif item.unsent:
             sink.queue.append(item.unsent)
             conn.out_bytes += len(item.unsent)
@@ -238,6 +266,29 @@ class RingManager:
         if rebind:
             self.xen.notify(port)
         log.info("domain %d adopted (local port %d)", domid, port)
+
+    def _resume(self, sink: RingSink, record: RingRecord | None) -> None:
+        """After a crash: requests the journal has answered are taken from the ring, a
+        partial request comes back, and the replies and events not yet in the ring are
+        queued (those already written are not repeated: a guest would take a repeated
+        event for a new one)."""
+        conn = sink.conn
+        conn.out.clear()
+        conn.out_bytes = 0
+        conn.reader.reset()
+        if record is None:
+            return  # no record (a journal of an older daemon): input and output as found
+        ring = sink.ring
+        if not ring.settle(record.req_cons):
+            log.warning(
+                "domain %d: its request index moved unexpectedly; served as found", sink.domid
+            )
+            return
+        conn.reader.preload(record.partial)
+        unsent = record.unwritten(ring.rsp_prod)
+        if unsent:
+            sink.queue.append(unsent)
+            conn.out_bytes += len(unsent)
 
     def hold(self, held: bool) -> None:
         """Live update: stop (or resume) looking at rings; kicks wait in the device."""
@@ -330,6 +381,8 @@ class RingManager:
         conn.sink = sink
         self.by_port[local] = sink
         self.by_domid[domid] = sink
+        if self.journaling:
+            self.dirty[sink] = None
         self.wake(sink)
         log.info("domain %d introduced (local port %d)", domid, local)
         return conn
@@ -356,6 +409,8 @@ class RingManager:
         sink.drop_output()
         ring = sink.ring
         ring.reset()
+        if self.journaling:
+            self.dirty[sink] = None
         if ring.reconnect_requested():
             ring.set_connected()
             self.xen.notify(sink.port)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from ..core.connection import Connection
 from ..protocol.framing import FramingError
 from ..protocol.wire import RingFeature
+from ..state.journal import RingRecord
 from ..transports.base import Mapping
 from ..transports.ring import ERROR_PROTO, RING_SIZE, RingBroken, ServerRing
 
@@ -44,6 +45,7 @@ class RingSink:
         "manager",
         "mapping",
         "offset",
+        "peeked",
         "port",
         "queue",
         "ring",
@@ -74,6 +76,8 @@ class RingSink:
         self.broken = False
         #: released: unmapped and unbound
         self.closed = False
+        #: request bytes read in this turn, taken from the ring once journaled
+        self.peeked = 0
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "broken" if self.broken else "ok"
@@ -176,11 +180,10 @@ class RingSink:
             elif not self.may_read():
                 manager.stall(self)
             else:
-                data = ring.read(RING_SIZE)
+                data = ring.peek(RING_SIZE)
                 if data:
                     moved = True
-                    manager.engine.feed(conn, data)
-                    manager.persist()
+                    self._answer(data)
                     if self.closed or self.broken:
                         return False
                     self._push()
@@ -195,6 +198,41 @@ class RingSink:
             manager.xen.notify(self.port)
         return more
 
+    def _answer(self, data: bytes) -> None:
+        """Answer the requests in ``data`` (read, not yet taken), journal the answers,
+        then take the bytes from the ring: a crash before the journal leaves the
+        requests in the ring for the next process, a crash after it leaves their answers
+        in the journal (see ``state.journal``, RING)."""
+        manager = self.manager
+        self.peeked = len(data)
+        if manager.journaling:
+            manager.dirty[self] = None
+        try:
+            manager.engine.feed(self.conn, data)
+        finally:
+            manager.persist()
+            self.peeked = 0
+            if not self.closed:
+                self.ring.consume(len(data))
+
+    def journal_record(self) -> RingRecord:
+        """Where this ring stands, for the crash journal: requests answered up to
+        ``req_cons`` (the bytes of this turn included), the replies and events not yet
+        in the ring, and a partial request."""
+        ring = self.ring
+        conn = self.conn
+        queue = self.queue
+        unsent = b"".join(queue)[self.offset :] if queue else b""
+        if conn.out:
+            unsent += b"".join(conn.out)
+        return RingRecord(
+            self.domid,
+            (ring.req_cons + self.peeked) & 0xFFFFFFFF,
+            ring.rsp_prod,
+            unsent,
+            conn.reader.pending_data,
+        )
+
     def _reconnect(self) -> None:
         """The guest asked to reconnect: start afresh on both sides (xenstore-ring.txt)."""
         manager = self.manager
@@ -202,5 +240,8 @@ class RingSink:
         self.drop_output()
         self.ring.reset()
         self.ring.set_connected()
+        if manager.journaling:
+            manager.dirty[self] = None
+            manager.persist()
         manager.xen.notify(self.port)
         log.info("domain %d reconnected its ring", self.domid)

@@ -326,6 +326,8 @@ class Server:
         self.persist = journal.write_pending  # type: ignore[method-assign]
         if self.rings is not None:
             self.rings.persist = journal.write_pending
+            self.rings.journaling = True
+            journal.rings = self.rings.journal_records
 
     def persist(self) -> None:
         """Write the crash journal's record of the requests just answered (before their
@@ -392,14 +394,15 @@ class Server:
                 # Before the rings: domains found dead meanwhile are journaled too.
                 step = f"cannot write the crash journal {self.journal_file}"
                 journal = Journal(self.journal_file, self.engine)
-                journal.resume(self._replayed.used, self._replayed.snapshot)
                 self._use_journal(journal)
+                journal.resume(self._replayed.used, self._replayed.snapshot)
             if self.rings is not None:
                 step = "cannot serve Xen rings"
                 self.rings.start(
                     loop,
                     restored.connections if restored is not None else None,
                     rebind=self.recovered,
+                    journaled=self._replayed.rings if self._replayed is not None else None,
                 )
             if restored is not None and restored.listen_fd >= 0:
                 step = "cannot adopt the listening socket"
@@ -424,8 +427,8 @@ class Server:
             if self.journal_file is not None and self.journal is None:
                 step = f"cannot write the crash journal {self.journal_file}"
                 journal = Journal(self.journal_file, self.engine)
-                journal.start()
                 self._use_journal(journal)
+                journal.start()
             self.flush()
             if self.pid_file is not None:
                 step = f"cannot write the pid file {self.pid_file.path}"
@@ -605,6 +608,8 @@ class Server:
             self.persist = lambda: None  # type: ignore[method-assign]
             if self.rings is not None:
                 self.rings.persist = self.persist
+                self.rings.journaling = False
+                self.rings.dirty.clear()
         if self.pid_file is not None:
             self.pid_file.remove()
         if self.access_log is not None:

@@ -23,6 +23,17 @@ the payload (u32 LE) | payload``:
   newest record of each domain and the newest engine-wide record, plus the engine
   operations after it. One frame per request, so a request is whole or absent.
 
+* ``RING``: where guests' rings stood when the frame was written, and the frame of the
+  changes that go with it, written as one so that both are present or neither is: a
+  u32 count of ring records, each ``domid u32 | req_cons u32 | rsp_prod u32 | unsent
+  length u32 | partial length u32 | unsent | partial`` (:class:`RingRecord`), then an
+  optional inner TREE or META frame (header included). A ring's requests are taken
+  (``req_cons`` moved) only after the frame of their answers is written: after a crash
+  ``req_cons`` is set to the journaled index (their answers are in the journal), or the
+  requests are still in the ring and are answered by the next process; the replies and
+  events not yet in the ring are found by comparing ``rsp_prod`` with the journaled one.
+  A SNAP is followed by a RING frame of every ring.
+
 A frame whose header or payload is cut short, or whose checksum does not match, ends
 the journal: it and anything after it are dropped, never half-applied (a crash while
 writing it). Zero bytes after the last frame are room reserved for the next ones.
@@ -76,26 +87,31 @@ from .stream import (
 
 __all__ = [
     "META",
+    "RINGS",
     "SNAP",
     "TREE",
     "JournalError",
     "Replayed",
+    "RingRecord",
     "changes_frame",
     "decode_ops",
     "encode_ops",
     "frame",
     "frames",
     "replay",
+    "ring_frame",
     "snapshot_frame",
     "tree_frame",
 ]
 
-SNAP, TREE, META = b"SNAP", b"TREE", b"META"
+SNAP, TREE, META, RINGS = b"SNAP", b"TREE", b"META", b"RING"
+_TAGS = (SNAP, TREE, META, RINGS)
 _FRAME = struct.Struct("<4sII")
 _OP = struct.Struct("<BIII")  # code, path length, value length, permission count
 _COUNTERS = struct.Struct("<BQQ")
 _PERM = struct.Struct("<BI")
 _LEN = struct.Struct("<I")
+_RING = struct.Struct("<IIIII")  # domid, req_cons, rsp_prod, unsent length, partial length
 
 
 class JournalError(Exception):
@@ -118,7 +134,7 @@ def frames(data: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
     while size - pos >= head:
         tag, length, crc = _FRAME.unpack_from(data, pos)
         stop = pos + head + length
-        if stop > size or tag not in (SNAP, TREE, META):
+        if stop > size or tag not in _TAGS:
             break
         payload = data[pos + head : stop]
         if zlib.crc32(payload) != crc:
@@ -165,6 +181,66 @@ def changes_frame(engine: Engine, changes: Changes) -> bytes:
     parts += [_LEN.pack(d) for d in gone]
     parts += [_LEN.pack(len(eops)), eops, state]
     return frame(META, b"".join(parts))
+
+
+@dataclass(frozen=True, slots=True)
+class RingRecord:
+    """Where one guest's ring stood when a frame was written.
+
+    Attributes:
+        domid: the guest.
+        req_cons: the request index up to which requests are answered (and their
+            answers journaled), whether or not the ring's ``req_cons`` has moved yet.
+        rsp_prod: the ring's ``rsp_prod`` then.
+        unsent: the replies and events queued for the guest and not yet in the ring
+            then (the response stream from ``rsp_prod`` on).
+        partial: request bytes taken but not yet a whole request.
+    """
+
+    domid: int
+    req_cons: int
+    rsp_prod: int
+    unsent: bytes = b""
+    partial: bytes = b""
+
+    def unwritten(self, rsp_prod: int) -> bytes:
+        """What of :attr:`unsent` is still to be written, the ring's ``rsp_prod`` being
+        ``rsp_prod`` now (all of it written, or an index the guest moved: nothing)."""
+        done = (rsp_prod - self.rsp_prod) & 0xFFFFFFFF
+        return self.unsent[done:] if done <= len(self.unsent) else b""
+
+
+def ring_frame(records: list[RingRecord], inner: bytes = b"") -> bytes:
+    """A RING frame: ``records``, then the frame ``inner`` (or none)."""
+    parts = [_LEN.pack(len(records))]
+    for rec in records:
+        parts.append(
+            _RING.pack(rec.domid, rec.req_cons, rec.rsp_prod, len(rec.unsent), len(rec.partial))
+        )
+        parts.append(rec.unsent)
+        parts.append(rec.partial)
+    parts.append(inner)
+    return frame(RINGS, b"".join(parts))
+
+
+def _ring_records(payload: bytes) -> tuple[list[RingRecord], bytes]:
+    """The records of a RING frame's payload and the inner frame after them."""
+    try:
+        (count,) = _LEN.unpack_from(payload)
+        pos = _LEN.size
+        out = []
+        for _ in range(count):
+            domid, cons, prod, lu, lp = _RING.unpack_from(payload, pos)
+            pos += _RING.size
+            unsent = payload[pos : pos + lu]
+            partial = payload[pos + lu : pos + lu + lp]
+            pos += lu + lp
+            if pos > len(payload):
+                raise JournalError("a ring record runs past its frame")
+            out.append(RingRecord(domid, cons, prod, unsent, partial))
+    except struct.error:
+        raise JournalError("a truncated ring record") from None
+    return out, payload[pos:]
 
 
 # -- tree operations -------------------------------------------------------------------------
@@ -385,6 +461,7 @@ class Replayed:
             after the last frame are not counted).
         frames: frames replayed.
         snapshot: bytes of its snapshot frame.
+        notes: what the restore noticed.
     """
 
     restored: Restored
@@ -393,6 +470,8 @@ class Replayed:
     frames: int
     snapshot: int = 0
     notes: list[str] = field(default_factory=list)
+    #: the newest ring record of each domain still introduced
+    rings: dict[int, RingRecord] = field(default_factory=dict)
 
 
 def _apply_engine_ops(engine: Engine, ops: list[tuple[object, ...]]) -> None:
@@ -465,8 +544,19 @@ def replay(data: bytes, new_engine: Callable[[], Engine]) -> Replayed:
     latest.absorb(_records(found[0][1]), [])
     metas = 0
     engine_ops: list[tuple[object, ...]] = []
+    rings: dict[int, RingRecord] = {}
     for tag, payload in found[1:]:
-        if tag == TREE:
+        records: list[RingRecord] = []
+        if tag == RINGS:
+            records, inner = _ring_records(payload)
+            if inner:
+                nested, length = frames(inner)
+                if len(nested) != 1 or length != len(inner) or nested[0][0] not in (TREE, META):
+                    raise JournalError("a ring frame holds something else than one change")
+                tag, payload = nested[0]
+        if tag == RINGS:
+            pass  # ring records alone
+        elif tag == TREE:
             apply_ops(tree, decode_ops(payload))
         elif tag == META:
             metas += 1
@@ -481,10 +571,14 @@ def replay(data: bytes, new_engine: Callable[[], Engine]) -> Replayed:
             except struct.error:
                 raise JournalError("a truncated engine record") from None
             state = payload[stop:]
+            for domid in gone:
+                rings.pop(domid, None)
             if (state or gone) and latest.absorb(_records(state) if state else [], gone):
                 engine_ops = []  # the engine-wide record written after them has them
         else:
             raise JournalError("a second snapshot")
+        for rec in records:  # where the rings stood after the changes
+            rings[rec.domid] = rec
     notes = list(restored.notes)
     if metas:
         try:
@@ -505,4 +599,6 @@ def replay(data: bytes, new_engine: Callable[[], Engine]) -> Replayed:
     if dropped and data.count(0, used) == dropped:
         dropped = 0  # the journal's reserved room, never written
     snap = _FRAME.size + len(found[0][1])
-    return Replayed(restored, used, dropped, len(found), snap, notes)
+    domains = restored.engine.domains
+    live = {domid: rec for domid, rec in rings.items() if domid in domains}
+    return Replayed(restored, used, dropped, len(found), snap, notes, live)

@@ -126,7 +126,14 @@ class _Page:
     def _consume(self, data_off: int, cons_w: int, prod_w: int, limit: int) -> bytes:
         words = self.words
         cons = words[cons_w]
-        prod = words[prod_w]
+        data = self._copy(data_off, cons, words[prod_w], limit)
+        if data:
+            words[cons_w] = (cons + len(data)) & _U32
+        return data
+
+    def _copy(self, data_off: int, cons: int, prod: int, limit: int) -> bytes:
+        """The bytes between ``cons`` and ``prod`` (loaded once by the caller), at most
+        ``limit``."""
         avail = (prod - cons) & _U32
         if avail > RING_SIZE:
             raise RingBroken(ERROR_RINGIDX, f"bad ring indexes cons={cons} prod={prod}")
@@ -138,11 +145,8 @@ class _Page:
         mem = self.mem
         base = data_off + start
         if first == n:
-            data = bytes(mem[base : base + n])
-        else:
-            data = bytes(mem[base : base + first]) + bytes(mem[data_off : data_off + n - first])
-        words[cons_w] = (cons + n) & _U32
-        return data
+            return bytes(mem[base : base + n])
+        return bytes(mem[base : base + first]) + bytes(mem[data_off : data_off + n - first])
 
     def _produce(self, data_off: int, cons_w: int, prod_w: int, data: Bytes) -> int:
         words = self.words
@@ -186,6 +190,47 @@ class ServerRing(_Page):
             RingBroken: the request indexes are out of range.
         """
         return self._consume(REQ_OFFSET, REQ_CONS, REQ_PROD, limit)
+
+    def peek(self, limit: int = RING_SIZE) -> bytes:
+        """Copy up to ``limit`` request bytes without taking them (``req_cons`` stays):
+        :meth:`consume` takes them once they are answered and journaled, so that a
+        daemon that dies in between finds them still in the ring.
+
+        Raises:
+            RingBroken: the request indexes are out of range.
+        """
+        words = self.words
+        return self._copy(REQ_OFFSET, words[REQ_CONS], words[REQ_PROD], limit)
+
+    def consume(self, n: int) -> None:
+        """Take ``n`` request bytes that :meth:`peek` returned (``req_cons`` moves by
+        ``n``: notify the guest)."""
+        words = self.words
+        words[REQ_CONS] = (words[REQ_CONS] + n) & _U32
+
+    @property
+    def req_cons(self) -> int:
+        return int(self.words[REQ_CONS])
+
+    @property
+    def rsp_prod(self) -> int:
+        return int(self.words[RSP_PROD])
+
+    def settle(self, req_cons: int) -> bool:
+        """Recovery: set ``req_cons`` to ``req_cons`` (the index a journal says its
+        requests were answered up to) if that is ahead of the current one by no more than
+        the bytes the guest has produced; False (nothing changed) otherwise.
+        """
+        words = self.words
+        cons = words[REQ_CONS]
+        ahead = (req_cons - cons) & _U32
+        avail = (words[REQ_PROD] - cons) & _U32
+        if not ahead:
+            return True
+        if avail > RING_SIZE or ahead > avail:
+            return False
+        words[REQ_CONS] = req_cons & _U32
+        return True
 
     def write(self, data: Bytes) -> int:
         """Put as much of ``data`` as fits into the response ring; return the count.
