@@ -48,6 +48,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     # The ring channel of the client reuses the pure ring arithmetic, nothing else.
     "client": frozenset({"errors", "protocol", "transports.ring"}),
     "transports": frozenset({"errors", "protocol"}),
+    # The pyxenstore command is a client like any other.
+    "tool": frozenset({"errors", "protocol", "client"}),
     "runtime": frozenset(
         {"errors", "protocol", "store", "core", "liveconfig", "state", "transports"}
     ),
