@@ -7,13 +7,13 @@ Every row was observed on C xenstored 4.17 with guests on rings (the simulated X
 from __future__ import annotations
 
 import pytest
+from kit.engine import OK, Kit, z
+from kit.tables import run, run_table
 
 from pyxenstored.core.caller import Caller
 from pyxenstored.core.domains import NoHypervisor
 from pyxenstored.core.engine import Engine
 from pyxenstored.protocol.wire import Op
-
-from .harness import OK, Harness, run_table, z
 
 HOMES = [
     ("s", 0, Op.WRITE, "/local/domain/5|", OK),
@@ -151,8 +151,8 @@ def test_owner_inheritance() -> None:
 
 
 def test_dom0_creations_in_a_domu_directory_count_against_the_domu() -> None:
-    h = Harness()
-    h.run(HOMES)
+    h = Kit()
+    run(h, HOMES)
     before = h.engine.tree.owner_count.get(5, 0)
     h.write("s", "/local/domain/5/device/vif/0/state", "1")
     assert h.engine.tree.owner_count.get(5, 0) == before + 4
@@ -210,8 +210,8 @@ def test_set_perms() -> None:
 
 
 def test_set_perms_changes_the_owner_count() -> None:
-    h = Harness()
-    h.run(HOMES)
+    h = Kit()
+    run(h, HOMES)
     tree = h.engine.tree
     five, six = tree.owner_count.get(5, 0), tree.owner_count.get(6, 0)
     h.set_perms("s", "/local/domain/5", "n6")
@@ -225,7 +225,7 @@ class _SomeDomainsExist(NoHypervisor):
 
 
 def test_set_perms_naming_a_missing_owner_is_enoent() -> None:
-    h = Harness(Engine(backend=_SomeDomainsExist()))
+    h = Kit(Engine(backend=_SomeDomainsExist()))
     h.write("s", "/x")
     assert h.call("s", Op.SET_PERMS, z("/x", "n12")) == "ENOENT"
     # Grants for missing domains are kept (and ignored).
@@ -235,26 +235,26 @@ def test_set_perms_naming_a_missing_owner_is_enoent() -> None:
 
 def test_target_acts_as_its_domain() -> None:
     """SET_TARGET (a device model): the caller gets the target's rights."""
-    h = Harness()
-    h.run(HOMES)
+    h = Kit()
+    run(h, HOMES)
     h.write("s", "/local/domain/6/granted", "g")
     h.set_perms("s", "/local/domain/6/granted", "n6", "r5")
     h.introduce(7)
-    h.conns["dm"] = h.engine.connect(Caller(7, False, target=5), "ring")
-    h.received["dm"] = []
-    h.run(
+    h.add("dm", h.engine.connect(Caller(7, False, target=5), "ring"))
+    run(
+        h,
         [
             ("dm", 0, Op.WRITE, "/local/domain/5/x|v", OK),  # owned by its target
             ("dm", 0, Op.GET_PERMS, "/local/domain/5/x|", b"n7\0"),
             ("dm", 0, Op.READ, "/local/domain/6/granted|", b"g"),  # a grant to its target
             ("dm", 0, Op.WRITE, "/local/domain/6/granted|x", "EACCES"),
             ("dm", 0, Op.READ, "/local/domain/6|", "EACCES"),
-        ]
+        ],
     )
 
 
 @pytest.mark.parametrize("owner", ["n32752", "n32753", "n65535", "n70000"])
 def test_set_perms_to_a_reserved_domid_is_enoent(owner: str) -> None:
-    h = Harness()
+    h = Kit()
     h.write("s", "/x")
     assert h.call("s", Op.SET_PERMS, z("/x", owner)) == "ENOENT"

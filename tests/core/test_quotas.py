@@ -11,22 +11,21 @@ paths of 2048 characters. The node-size boundary follows the spec's ≤4.21 colu
 from __future__ import annotations
 
 import pytest
+from kit.engine import OK, Kit, z
 
 from pyxenstored.protocol.wire import Op
 
-from .harness import OK, Harness, z
 
-
-def home5(**engine_kw: object) -> Harness:
+def home5(**engine_kw: object) -> Kit:
     """dom0 has made /local/domain/5, owned by domain 5 (which owns 1 node)."""
-    h = Harness(**engine_kw)  # type: ignore[arg-type]
+    h = Kit(**engine_kw)  # type: ignore[arg-type]
     h.write("s", "/local/domain/5")
     h.set_perms("s", "/local/domain/5", "n5")
     assert h.engine.tree.owner_count[5] == 1
     return h
 
 
-def fill_nodes(h: Harness, count: int) -> None:
+def fill_nodes(h: Kit, count: int) -> None:
     """Domain 5 creates ``count`` nodes, 20 per directory (small child lists)."""
     made = 0
     d = 0
@@ -72,7 +71,7 @@ def test_dom0_creating_in_a_full_domain_directory_is_not_refused() -> None:
 
 
 def test_dom0_has_no_node_quota() -> None:
-    h = Harness()
+    h = Kit()
     for d in range(60):
         for c in range(25):
             h.write("s", f"/many/{d}/{c}")
@@ -106,7 +105,7 @@ def test_watch_quota_allows_129_and_answers_e2big() -> None:
 
 
 def test_dom0_has_no_watch_quota() -> None:
-    h = Harness()
+    h = Kit()
     for i in range(300):
         assert h.call("s", Op.WATCH, z(f"/w{i}", "t")) == OK
 
@@ -123,7 +122,7 @@ def test_transaction_quota_allows_11() -> None:
 
 
 def test_dom0_has_no_transaction_quota() -> None:
-    h = Harness()
+    h = Kit()
     assert [h.start("s") for _ in range(40)] == list(range(1, 41))
 
 

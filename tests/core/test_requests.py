@@ -8,12 +8,12 @@ Unless a comment says otherwise, every expectation was observed on C xenstored 4
 from __future__ import annotations
 
 import pytest
+from kit.engine import OK, Kit, z
+from kit.tables import ANY, run_table
 
 from pyxenstored.core import optable
 from pyxenstored.errors import ERRNO_NAMES, XenstoreError, wire_name
 from pyxenstored.protocol.wire import Op, encode
-
-from .harness import ANY, OK, Harness, run_table, z
 
 BASIC = [
     ("s", 0, Op.WRITE, "/a|hello", OK),
@@ -173,7 +173,7 @@ def test_privileged_only_types_answer_eacces_to_guests(op: int, payload: bytes) 
 
 
 def test_guest_may_ask_its_own_features() -> None:
-    h = Harness()
+    h = Kit()
     assert isinstance(h.call("d5", Op.GET_FEATURE, b""), bytes)
 
 
@@ -201,13 +201,13 @@ UNKNOWN_TX = [
 
 
 def test_unknown_transaction_id_per_type() -> None:
-    h = Harness()
+    h = Kit()
     for op, payload, expected in UNKNOWN_TX:
         assert h.call("s", op, payload, tx=42) == expected, Op(op).name
 
 
 def test_replies_keep_the_request_type_req_id_and_tx_id() -> None:
-    h = Harness()
+    h = Kit()
     [reply] = h.feed("s", encode(Op.READ, 0xDEADBEEF, 0, b"/nope\0"))
     assert (reply.op, reply.req_id, reply.tx_id, reply.payload) == (
         Op.ERROR,
@@ -230,7 +230,7 @@ def test_replies_keep_the_request_type_req_id_and_tx_id() -> None:
 
 
 def test_pipelined_requests_are_answered_in_order() -> None:
-    h = Harness()
+    h = Kit()
     data = (
         encode(Op.WRITE, 1, 0, b"/p\0v")
         + encode(Op.READ, 2, 0, b"/p\0")
@@ -265,7 +265,7 @@ def test_unknown_errno_names_go_out_as_einval(name: str, monkeypatch: pytest.Mon
         raise XenstoreError("test", name=name)
 
     monkeypatch.setitem(optable.TABLE, Op.READ, (refuse, 0))
-    assert Harness().call("s", Op.READ, "/tool|") == "EINVAL"
+    assert Kit().call("s", Op.READ, "/tool|") == "EINVAL"
 
 
 @pytest.mark.parametrize("name", ERRNO_NAMES)
@@ -274,7 +274,7 @@ def test_known_errno_names_go_out_as_they_are(name: str, monkeypatch: pytest.Mon
         raise XenstoreError("test", name=name)
 
     monkeypatch.setitem(optable.TABLE, Op.READ, (refuse, 0))
-    assert Harness().call("s", Op.READ, "/tool|") == name
+    assert Kit().call("s", Op.READ, "/tool|") == name
 
 
 def test_an_internal_error_is_eio_and_the_engine_goes_on(
@@ -284,13 +284,13 @@ def test_an_internal_error_is_eio_and_the_engine_goes_on(
         raise RuntimeError("boom")
 
     monkeypatch.setitem(optable.TABLE, Op.GET_PERMS, (crash, 0))
-    h = Harness()
+    h = Kit()
     assert h.call("s", Op.GET_PERMS, "/|") == "EIO"
     assert h.call("s", Op.READ, "/tool|") == b""
 
 
 # -- reply size -----------------------------------------------------------------------------
-def _directory_with_listing_of(h: Harness, path: str, size: int) -> None:
+def _directory_with_listing_of(h: Kit, path: str, size: int) -> None:
     """Children of ``path`` whose NUL-terminated names add up to ``size`` bytes."""
     i = 0
     left = size
@@ -304,7 +304,7 @@ def _directory_with_listing_of(h: Harness, path: str, size: int) -> None:
 
 
 def test_reply_of_4096_bytes_is_sent_and_4097_is_e2big() -> None:
-    h = Harness()
+    h = Kit()
     _directory_with_listing_of(h, "/d4096", 4096)
     _directory_with_listing_of(h, "/d4097", 4097)
     assert len(h.ok("s", Op.DIRECTORY, "/d4096|")) == 4096
@@ -314,7 +314,7 @@ def test_reply_of_4096_bytes_is_sent_and_4097_is_e2big() -> None:
 
 
 def test_directory_of_many_long_children_is_e2big_but_directory_part_works() -> None:
-    h = Harness()
+    h = Kit()
     names = [f"c{i:03d}" + "_" * 100 for i in range(40)]
     for n in names:
         h.write("s", "/dir/" + n)
@@ -366,7 +366,7 @@ def test_directory_part_arguments() -> None:
     ],
 )
 def test_directory_part_offsets(offset: bytes, chunk: bytes) -> None:
-    h = Harness()
+    h = Kit()
     h.write("s", "/small/a")
     h.write("s", "/small/bb")
     h.write("s", "/empty")

@@ -8,10 +8,10 @@ from __future__ import annotations
 import logging
 
 import pytest
+from kit.engine import OK, Kit, z
+from kit.tables import events, run, run_table
 
 from pyxenstored.protocol.wire import Op
-
-from .harness import OK, Harness, events, run_table, z
 
 PROTOCOL = [
     ("w", 0, Op.WATCH, z("/t", "wt"), OK),
@@ -111,13 +111,14 @@ def test_conflicts() -> None:
 
 
 def test_events_fire_at_commit_in_order_rm_deepest_first() -> None:
-    h = Harness()
+    h = Kit()
     h.write("s", "/t/r/x/y", "v")
     h.call("w", Op.WATCH, z("/t", "wt"))
     h.call("w", Op.WATCH, z("/t/r/x/y", "deep"))
     h.take_events("w")
     tx = h.start("s")
-    h.run(
+    run(
+        h,
         [
             ("s", tx, Op.RM, "/t/r|", OK),
             ("s", tx, Op.READ, "/t/r/x|", "ENOENT"),
@@ -127,7 +128,7 @@ def test_events_fire_at_commit_in_order_rm_deepest_first() -> None:
             ("s", tx, Op.TRANSACTION_END, "T|", OK),
             ("s", 0, Op.DIRECTORY, "/t/r|", b"new\0"),
             ("s", 0, Op.GET_PERMS, "/t/r|", b"n0\0"),
-        ]
+        ],
     )
     got = h.take_events("w")
     assert sorted(got) == sorted([("/t/r/x/y", "deep"), ("/t/r", "wt"), ("/t/r/new", "wt")])
@@ -135,7 +136,7 @@ def test_events_fire_at_commit_in_order_rm_deepest_first() -> None:
 
 
 def test_a_commit_delivers_its_events_before_the_reply() -> None:
-    h = Harness()
+    h = Kit()
     h.call("s", Op.WATCH, z("/t", "mine"))
     h.take_events("s")
     tx = h.start("s")
@@ -146,7 +147,7 @@ def test_a_commit_delivers_its_events_before_the_reply() -> None:
 
 
 def test_events_of_a_commit_are_permission_filtered() -> None:
-    h = Harness()
+    h = Kit()
     h.write("s", "/local/domain/5")
     h.set_perms("s", "/local/domain/5", "n5")
     h.call("d5", Op.WATCH, z("/", "all"))
@@ -161,7 +162,7 @@ def test_events_of_a_commit_are_permission_filtered() -> None:
 def test_sibling_creation_coalesces_by_default() -> None:
     """Two transactions adding different children of one directory: C answers EAGAIN to
     the second (its generation rule); our default coalesces them (deliberate)."""
-    h = Harness()
+    h = Kit()
     h.write("s", "/local/domain")
     t1, t2 = h.start("s"), h.start("s2")
     h.write("s", "/local/domain/1/name", "a", tx=t1)
@@ -172,7 +173,7 @@ def test_sibling_creation_coalesces_by_default() -> None:
 
 
 def test_sibling_creation_conflicts_under_the_generation_rule() -> None:
-    h = Harness(conflicts="generation")
+    h = Kit(conflicts="generation")
     h.write("s", "/local/domain")
     t1, t2 = h.start("s"), h.start("s2")
     h.write("s", "/local/domain/1/name", "a", tx=t1)
@@ -183,7 +184,7 @@ def test_sibling_creation_conflicts_under_the_generation_rule() -> None:
 
 
 def test_coalescing_still_refuses_a_listing_that_changed() -> None:
-    h = Harness()
+    h = Kit()
     h.write("s", "/d/a")
     t1 = h.start("s")
     assert h.call("s", Op.DIRECTORY, "/d|", tx=t1) == b"a\0"
@@ -193,7 +194,7 @@ def test_coalescing_still_refuses_a_listing_that_changed() -> None:
 
 
 def test_coalescing_forgives_a_rewrite_of_the_same_bytes() -> None:
-    h = Harness()
+    h = Kit()
     h.write("s", "/d/a", "same")
     t1 = h.start("s")
     assert h.call("s", Op.READ, "/d/a|", tx=t1) == b"same"
@@ -205,7 +206,7 @@ def test_coalescing_forgives_a_rewrite_of_the_same_bytes() -> None:
 def test_generation_rule_conflicts_on_a_node_read_before_a_change() -> None:
     """C 4.17: the first look at a node fixes its generation; any later change of it,
     even one that adds an unrelated child, fails the commit (checked on C)."""
-    h = Harness(conflicts="generation")
+    h = Kit(conflicts="generation")
     h.write("s", "/p")
     tx = h.start("s")
     assert h.call("s", Op.MKDIR, "/p|", tx=tx) == OK  # looks at /p
@@ -216,7 +217,7 @@ def test_generation_rule_conflicts_on_a_node_read_before_a_change() -> None:
 def test_generation_rule_after_the_transaction_changes_the_node_too() -> None:
     """Found by a differential run against C 4.17 (seed 14): after the outside change,
     the transaction creates a child of the node it looked at. C: EAGAIN."""
-    h = Harness(conflicts="generation")
+    h = Kit(conflicts="generation")
     h.write("s", "/p")
     tx = h.start("s")
     assert h.call("s", Op.MKDIR, "/p|", tx=tx) == OK
@@ -245,7 +246,7 @@ def test_reset_watches_drops_transactions() -> None:
 
 
 def test_ids_skip_zero_and_ids_in_use() -> None:
-    h = Harness()
+    h = Kit()
     conn = h.conn("s")
     conn.next_txid = 0xFFFFFFFF
     assert h.start("s") == 0xFFFFFFFF
@@ -276,7 +277,7 @@ def test_unprivileged_transaction() -> None:
 def test_create_then_delete_in_one_transaction_keeps_counts_exact() -> None:
     """XSA-421: creating and deleting nodes in one transaction must neither orphan
     nodes nor skew the owner's node count."""
-    h = Harness()
+    h = Kit()
     h.write("s", "/local/domain/5")
     h.set_perms("s", "/local/domain/5", "n5")
     before = dict(h.engine.tree.owner_count)

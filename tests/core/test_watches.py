@@ -5,9 +5,10 @@ events around replies, RM events, the read-permission filter (xenstore-protocol.
 
 from __future__ import annotations
 
-from pyxenstored.protocol.wire import Op
+from kit.engine import OK, Kit, z
+from kit.tables import events, events_unordered, run, run_table
 
-from .harness import OK, Harness, events, events_unordered, run_table, z
+from pyxenstored.protocol.wire import Op
 
 REGISTRATION = [
     ("w", 0, Op.WATCH, z("/a", "tokA"), OK),
@@ -47,7 +48,7 @@ def test_registration() -> None:
 
 
 def test_initial_event_comes_after_the_ok() -> None:
-    h = Harness()
+    h = Kit()
     res = h.request("w", Op.WATCH, z("/x", "t"))
     assert res.reply.payload == OK and res.before == []
     assert [(m.op, m.req_id, m.tx_id, m.payload) for m in res.after] == [
@@ -72,7 +73,7 @@ def test_initial_event_is_never_permission_checked() -> None:
 
 
 def test_watch_and_unwatch_ignore_the_transaction_id() -> None:
-    h = Harness()
+    h = Kit()
     tx = h.start("w")
     assert h.call("w", Op.WATCH, z("/a", "t"), tx=tx) == OK
     assert h.call("w", Op.WATCH, z("/b", "t"), tx=99) == OK  # even an unknown one
@@ -136,7 +137,7 @@ def test_matching() -> None:
 
 
 def test_events_of_a_request_are_queued_before_its_reply() -> None:
-    h = Harness()
+    h = Kit()
     h.call("s", Op.WATCH, z("/a", "mine"))
     h.call("w", Op.WATCH, z("/", "other"))
     h.take_events("s")
@@ -211,7 +212,7 @@ def test_rm_fires_deepest_first_exact_for_descendants() -> None:
     it, with its own path, children before parents (in child-list order); then the
     removed node fires for itself and its ancestors. A watch below the removed node
     on a path that never existed fires nothing (checked on C 4.17)."""
-    h = Harness()
+    h = Kit()
     for p in ("/r/a/b", "/r/a/c", "/r/d", "/r/e/f/g"):
         h.write("s", p)
     watched = ["/r/a/b", "/r/a/c", "/r/a", "/r/d", "/r/e/f/g", "/r/e/f", "/r/e", "/r", "/"]
@@ -234,7 +235,7 @@ def test_rm_fires_deepest_first_exact_for_descendants() -> None:
 
 
 def test_rm_of_a_subtree_fires_ancestors_once_for_the_root_only() -> None:
-    h = Harness()
+    h = Kit()
     for p in ("/r/a/b", "/r/a/c"):
         h.write("s", p)
     h.call("w", Op.WATCH, z("/", "root"))
@@ -280,7 +281,7 @@ def test_watch_depth_with_the_feature() -> None:
 
 
 def test_watch_depth_without_the_feature_is_einval() -> None:
-    h = Harness()
+    h = Kit()
     h.sock("w", features=0)
     assert h.call("w", Op.WATCH, z("/a", "t", 1)) == "EINVAL"
     assert h.call("w", Op.WATCH, z("/a", "t")) == OK
@@ -364,8 +365,8 @@ def test_permission_filter_xsa115() -> None:
 
 
 def test_rm_events_use_the_permissions_before_deletion() -> None:
-    h = Harness()
-    h.run(PERMISSION_FILTER[:4])
+    h = Kit()
+    run(h, PERMISSION_FILTER[:4])
     h.write("s", "/local/domain/6/pub/a/b", "v")
     h.set_perms("s", "/local/domain/6/pub", "n6", "r5")
     h.set_perms("s", "/local/domain/6/pub/a", "n6", "r5")
@@ -401,17 +402,16 @@ def test_reset_watches_removes_every_watch() -> None:
 
 
 def test_disconnect_removes_the_watches() -> None:
-    h = Harness()
+    h = Kit()
     h.call("w", Op.WATCH, z("/a", "t"))
-    h.engine.disconnect(h.conns.pop("w"))
-    h.received.pop("w")
+    h.engine.disconnect(h.conn("w"))
     assert h.engine.watches.count == 0
     h.write("s", "/a")
 
 
 # -- special watches ------------------------------------------------------------------------
 def test_introduce_and_release_domain_watches() -> None:
-    h = Harness()
+    h = Kit()
     h.call("w", Op.WATCH, z("@introduceDomain", "in"))
     h.call("w", Op.WATCH, z("@releaseDomain", "out"))
     h.call("d1", Op.WATCH, z("@introduceDomain", "in"))  # n0: a guest may not see it
@@ -432,7 +432,7 @@ def test_introduce_and_release_domain_watches() -> None:
 
 
 def test_release_domain_with_depth_names_the_domain() -> None:
-    h = Harness()
+    h = Kit()
     h.call("w", Op.WATCH, z("@releaseDomain", "bare"))
     h.call("w", Op.WATCH, z("@releaseDomain", "one", 1))
     h.call("w", Op.WATCH, z("@releaseDomain/7", "seven"))

@@ -8,13 +8,13 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from kit.engine import OK, Kit, z
+
 from pyxenstored.core.engine import Engine
 from pyxenstored.protocol.wire import Op, encode
 
-from .harness import OK, Harness, z
 
-
-def home(h: Harness, domid: int) -> None:
+def home(h: Kit, domid: int) -> None:
     h.write("s", f"/local/domain/{domid}")
     h.set_perms("s", f"/local/domain/{domid}", f"n{domid}")
 
@@ -37,7 +37,7 @@ def shallow_stack(room: int = 150) -> Iterator[None]:
 
 
 def test_xsa72_reply_over_4096_is_e2big_not_sent() -> None:
-    h = Harness()
+    h = Kit()
     for i in range(40):
         h.write("s", f"/dir/{i:03d}" + "_" * 100)
     res = h.request("s", Op.DIRECTORY, "/dir|")
@@ -45,7 +45,7 @@ def test_xsa72_reply_over_4096_is_e2big_not_sent() -> None:
 
 
 def test_xsa115_watch_events_need_read_permission() -> None:
-    h = Harness()
+    h = Kit()
     home(h, 5)
     home(h, 6)
     h.call("d5", Op.WATCH, z("/", "all"))
@@ -77,7 +77,7 @@ def test_xsa115_watch_events_need_read_permission() -> None:
 
 
 def test_xsa115_a_guest_may_remove_children_of_an_over_quota_node() -> None:
-    h = Harness()
+    h = Kit()
     home(h, 5)
     h.write("s", "/local/domain/5/big/child")
     h.write("s", "/local/domain/5/big", "x" * 3000)  # dom0 makes it oversized
@@ -88,7 +88,7 @@ def test_xsa115_a_guest_may_remove_children_of_an_over_quota_node() -> None:
 def test_xsa272_every_way_of_creating_is_counted() -> None:
     """The node count of the owner follows WRITE, MKDIR, implicit parents, creations by
     dom0 in the guest's directory, commits and removals."""
-    h = Harness()
+    h = Kit()
     home(h, 5)
     count = h.engine.tree.owner_count
     assert count[5] == 1
@@ -111,7 +111,7 @@ def test_xsa272_every_way_of_creating_is_counted() -> None:
 def test_xsa322_and_xsa417_grants_do_not_pass_to_a_reused_domid() -> None:
     """Checked on C 4.17: after RELEASE and a new INTRODUCE of the same domid, old grants
     give nothing; grants written after the new introduction work."""
-    h = Harness()
+    h = Kit()
     h.write("s", "/g", "secret")
     h.set_perms("s", "/g", "n0", "r7")
     assert h.call("d7", Op.READ, "/g|") == b"secret"
@@ -126,7 +126,7 @@ def test_xsa322_grants_written_before_introduce_are_honoured() -> None:
     """The toolstack writes a guest's nodes (with grants naming it) before INTRODUCE.
     C records the domain when the grant is written (domain_alloc_permrefs), so the grant
     is valid once the domain connects, whatever changed in between (checked on 4.17)."""
-    h = Harness()
+    h = Kit()
     h.write("s", "/vm/uuid/name", "guest")
     h.set_perms("s", "/vm/uuid", "n0", "r7")
     h.set_perms("s", "/vm/uuid/name", "n0", "r7")
@@ -137,7 +137,7 @@ def test_xsa322_grants_written_before_introduce_are_honoured() -> None:
 
 
 def test_xsa322_node_permissions_quota() -> None:
-    h = Harness()
+    h = Kit()
     home(h, 5)
     perms = [f"r{i}" for i in range(10, 16)]
     assert h.call("d5", Op.SET_PERMS, z("/local/domain/5", "n5", *perms[:4])) == OK
@@ -145,7 +145,7 @@ def test_xsa322_node_permissions_quota() -> None:
 
 
 def test_xsa323_path_length_is_checked_on_the_canonical_path() -> None:
-    h = Harness()
+    h = Kit()
     home(h, 5)
     rel = "/".join(["x" * 200] * 10) + "/" + "y" * 37  # 2047 characters
     assert len(rel) == 2047
@@ -158,7 +158,7 @@ def test_xsa323_path_length_is_checked_on_the_canonical_path() -> None:
 
 def test_xsa324_oversized_watch_event_is_dropped() -> None:
     """A huge token makes an event longer than 4096: dropped, the watch stays."""
-    h = Harness()
+    h = Kit()
     token = "t" * (4096 - len("/wp") - 2)  # the WATCH payload is exactly 4096 bytes
     res = h.request("w", Op.WATCH, z("/wp", token))
     assert res.reply.payload == OK
@@ -171,7 +171,7 @@ def test_xsa324_oversized_watch_event_is_dropped() -> None:
 
 
 def test_xsa326_events_to_a_guest_that_does_not_read_are_bounded() -> None:
-    h = Harness(Engine(event_queue_max=2000))
+    h = Kit(Engine(event_queue_max=2000))
     home(h, 5)
     guest = h.conn("d5")
     admin = h.conn("s")
@@ -189,7 +189,7 @@ def test_xsa326_events_to_a_guest_that_does_not_read_are_bounded() -> None:
 
 
 def test_xsa326_a_transaction_touching_too_many_nodes_fails() -> None:
-    h = Harness()
+    h = Kit()
     home(h, 5)
     tx = h.start("d5")
     results = [h.call("d5", Op.WRITE, f"n{i}|", tx=tx) for i in range(1100)]
@@ -199,7 +199,7 @@ def test_xsa326_a_transaction_touching_too_many_nodes_fails() -> None:
 
 
 def test_xsa330_reset_watches_really_frees_the_watches() -> None:
-    h = Harness()
+    h = Kit()
     home(h, 5)
     for _ in range(5):
         for i in range(129):
@@ -212,7 +212,7 @@ def test_xsa330_reset_watches_really_frees_the_watches() -> None:
 
 
 def test_xsa352_only_dom0_changes_owners() -> None:
-    h = Harness()
+    h = Kit()
     home(h, 5)
     h.write("d5", "mine")
     for owner in ("n0", "n6", "b32757"):
@@ -222,7 +222,7 @@ def test_xsa352_only_dom0_changes_owners() -> None:
 
 
 def test_xsa353_the_root_is_permission_checked() -> None:
-    h = Harness()
+    h = Kit()
     h.write("s", "/a")
     cases: list[tuple[int, bytes | str]] = [
         (Op.SET_PERMS, z("/", "b5")),
@@ -241,7 +241,7 @@ def test_xsa353_the_root_is_permission_checked() -> None:
 
 
 def test_xsa414_and_xsa415_failed_creations_leave_nothing_behind() -> None:
-    h = Harness()
+    h = Kit()
     home(h, 5)
     before = dict(h.engine.tree.owner_count)
     # node-size refuses the last node of a chain: no implicit parent may remain.
@@ -261,7 +261,7 @@ def test_xsa418_deep_trees_without_recursion() -> None:
     """A path of more than 1000 levels is created, watched, read in and out of
     transactions, checked and removed with a Python stack far smaller than its depth.
     (dom0 builds it: 1024 nodes are more than a guest's node quota.)"""
-    h = Harness()
+    h = Kit()
     home(h, 5)
     rel = "/".join(["a"] * 1024)  # 2047 characters: within path-max
     deep = "/local/domain/5/" + rel
@@ -293,7 +293,7 @@ def test_xsa418_deep_trees_without_recursion() -> None:
 
 
 def test_xsa418_deep_tree_of_a_dying_domain() -> None:
-    h = Harness()
+    h = Kit()
     h.introduce(5)
     home(h, 5)
     deep = "/local/domain/5/" + "/".join(["b"] * 1024)
@@ -306,7 +306,7 @@ def test_xsa418_deep_tree_of_a_dying_domain() -> None:
 
 
 def test_xsa419_nodes_of_a_dead_domain_are_deleted_not_reowned() -> None:
-    h = Harness()
+    h = Kit()
     home(h, 7)
     h.write("s", "/shared")
     h.set_perms("s", "/shared", "n0", "w7")
@@ -325,7 +325,7 @@ def test_xsa419_nodes_of_a_dead_domain_are_deleted_not_reowned() -> None:
 
 
 def test_xsa421_create_and_delete_in_one_transaction() -> None:
-    h = Harness()
+    h = Kit()
     home(h, 5)
     tx = h.start("d5")
     h.write("d5", "x/y", tx=tx)
@@ -339,7 +339,7 @@ def test_xsa421_create_and_delete_in_one_transaction() -> None:
 
 
 def test_xsa425_release_of_a_busy_domain() -> None:
-    h = Harness()
+    h = Kit()
     home(h, 5)
     h.call("d5", Op.WATCH, z("/", "t"))
     tx = h.start("d5")
@@ -353,13 +353,13 @@ def test_xsa425_release_of_a_busy_domain() -> None:
 
 
 def test_xsa481_local_domain_with_a_trailing_slash() -> None:
-    h = Harness()
+    h = Kit()
     for op in (Op.READ, Op.WRITE, Op.MKDIR, Op.RM, Op.DIRECTORY, Op.GET_PERMS):
         assert h.call("s", op, "/local/domain/|") == "EINVAL"
 
 
 def test_xsa483_node_counts_do_not_survive_a_domain() -> None:
-    h = Harness()
+    h = Kit()
     home(h, 7)
     for i in range(50):
         h.write("d7", f"n{i}")
@@ -372,7 +372,7 @@ def test_xsa483_node_counts_do_not_survive_a_domain() -> None:
 
 
 def test_xsa484_reset_watches_inside_a_transaction() -> None:
-    h = Harness()
+    h = Kit()
     tx = h.start("s")
     h.write("s", "/x", tx=tx)
     assert h.call("s", Op.RESET_WATCHES, "", tx=tx) == OK

@@ -11,18 +11,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from quota.kit import Kit
+from kit.config import ConfigKit
 
 from pyxenstored.runtime.server import Server, ServerConfig
 
 
-def make_kit(config: ServerConfig, tmp: Path) -> Iterator[Kit]:
+def make_kit(config: ServerConfig, tmp: Path) -> Iterator[ConfigKit]:
     logger = logging.getLogger("pyxenstored")
     level = logger.level
     server = Server(config)
     logger.setLevel("INFO")  # what Server.serve() does with the log/level start value
-    kit = Kit(server=server)
-    kit.tmp = tmp  # type: ignore[attr-defined]
+    kit = ConfigKit(server=server)
+    kit.tmp = tmp
     try:
         yield kit
     finally:
@@ -34,13 +34,13 @@ def make_kit(config: ServerConfig, tmp: Path) -> Iterator[Kit]:
 
 
 @pytest.fixture
-def skit(tmp_path: Path) -> Iterator[Kit]:
+def skit(tmp_path: Path) -> Iterator[ConfigKit]:
     """A Server without a hypervisor (INTRODUCE records a domain, maps nothing)."""
     yield from make_kit(ServerConfig(socket_path=None), tmp_path)
 
 
 @pytest.fixture
-def rkit(tmp_path: Path) -> Iterator[Kit]:
+def rkit(tmp_path: Path) -> Iterator[ConfigKit]:
     """A Server serving rings through the simulated Xen (nothing is started: no loop)."""
     # AF_UNIX paths are short: the simulated event channel lives in its own short dir.
     sim = tempfile.mkdtemp(prefix="pyxs-sim-", dir="/tmp")

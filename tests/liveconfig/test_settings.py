@@ -15,18 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from quota.kit import Kit
+from kit.config import CONFIG, ConfigKit
+from kit.engine import z
 
 from pyxenstored.liveconfig.registry import QUOTAS, SETTINGS
 from pyxenstored.protocol.wire import Op
 from pyxenstored.runtime.server import Server, ServerConfig
 
-CONFIG = "/tool/xenstored/"
 DRIVER = 3
 DEVICE = f"/local/domain/{DRIVER}/backend/vbd/10/51712"
 
 
-def with_access_log(k: Kit, what: Callable[[Any], Any]) -> Any:
+def with_access_log(k: ConfigKit, what: Callable[[Any], Any]) -> Any:
     """``what(server.access_log)`` while the access log is on (switched on for the look
     if needed, then back to its previous state)."""
     was_on = k.registry.get("log/access")
@@ -37,14 +37,14 @@ def with_access_log(k: Kit, what: Callable[[Any], Any]) -> Any:
         return what(k.server.access_log)
     finally:
         if not was_on:
-            k.call(k.dom0, Op.RM, CONFIG + "log/access")
+            k.ok(k.dom0, Op.RM, z(CONFIG + "log/access"))
 
 
-def get_quota(name: str) -> Callable[[Kit], int]:
-    return lambda k: int(k.call(k.dom0, Op.GET_QUOTA, name)[:-1])
+def get_quota(name: str) -> Callable[[ConfigKit], int]:
+    return lambda k: int(k.ok(k.dom0, Op.GET_QUOTA, z(name))[:-1])
 
 
-def driver_limit(name: str) -> Callable[[Kit], int]:
+def driver_limit(name: str) -> Callable[[ConfigKit], int]:
     """The limit of a driver domain serving one device (base + one allowance)."""
     return lambda k: k.engine.quota(DRIVER, name)
 
@@ -53,7 +53,7 @@ def driver_limit(name: str) -> Callable[[Kit], int]:
 class Case:
     valid: str  #: a valid value other than the default
     expect: Any  #: what ``observe`` gives once ``valid`` is in force
-    observe: Callable[[Kit], Any]  #: the value as the daemon uses it
+    observe: Callable[[ConfigKit], Any]  #: the value as the daemon uses it
     bad: tuple[bytes, ...]
 
 
@@ -116,7 +116,7 @@ CASES: dict[str, Case] = {
         "3",
         3,
         # What a domain introduced from now on is offered (GET_FEATURE before INTRODUCE).
-        lambda k: int(k.call(k.dom0, Op.GET_FEATURE, "77")[:-1]),
+        lambda k: int(k.ok(k.dom0, Op.GET_FEATURE, z("77"))[:-1]),
         (b"16", b"-1", b"all", b""),
     ),
     "limits/event-queue-bytes": Case(
@@ -133,12 +133,13 @@ NAMES = [s.name for s in SETTINGS]
 
 
 @pytest.fixture
-def k(rkit: Kit, monkeypatch: pytest.MonkeyPatch) -> Kit:
+def k(rkit: ConfigKit, monkeypatch: pytest.MonkeyPatch) -> ConfigKit:
     """A daemon with rings (simulated Xen), so every runtime consumer of a setting exists."""
-    monkeypatch.chdir(rkit.tmp)  # type: ignore[attr-defined]
+    assert rkit.tmp is not None
+    monkeypatch.chdir(rkit.tmp)
     # A driver domain serving one device, for the driver/* allowances.
-    rkit.call(rkit.dom0, Op.MKDIR, DEVICE)
-    rkit.call(rkit.dom0, Op.SET_PERMS, DEVICE, f"n{DRIVER}")
+    rkit.ok(rkit.dom0, Op.MKDIR, z(DEVICE))
+    rkit.ok(rkit.dom0, Op.SET_PERMS, z(DEVICE, f"n{DRIVER}"))
     return rkit
 
 
@@ -148,7 +149,7 @@ def test_every_setting_is_covered() -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_default_is_readable(k: Kit, name: str) -> None:
+def test_default_is_readable(k: ConfigKit, name: str) -> None:
     spec = k.registry.spec(name)
     assert k.setting(name) == spec.kind.format(spec.default)
     assert k.registry.get(name) == spec.default
@@ -156,7 +157,7 @@ def test_default_is_readable(k: Kit, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_write_takes_effect(k: Kit, name: str) -> None:
+def test_write_takes_effect(k: ConfigKit, name: str) -> None:
     case = CASES[name]
     before = case.observe(k)
     assert before != case.expect
@@ -167,47 +168,47 @@ def test_write_takes_effect(k: Kit, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_invalid_value_is_einval_and_changes_nothing(k: Kit, name: str) -> None:
+def test_invalid_value_is_einval_and_changes_nothing(k: ConfigKit, name: str) -> None:
     case = CASES[name]
     before = (k.setting(name), k.registry.get(name), case.observe(k))
     for bad in case.bad:
         payload = (CONFIG + name).encode() + b"\0" + bad
-        reply = k.raw(k.dom0, Op.WRITE, payload)
+        reply = k.request(k.dom0, Op.WRITE, payload).reply
         assert (reply.op, reply.payload) == (Op.ERROR, b"EINVAL\0"), bad
         assert (k.setting(name), k.registry.get(name), case.observe(k)) == before, bad
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_rm_resets_to_default(k: Kit, name: str) -> None:
+def test_rm_resets_to_default(k: ConfigKit, name: str) -> None:
     case = CASES[name]
     before = case.observe(k)
     default = k.setting(name)
     k.set(name, case.valid)
-    k.call(k.dom0, Op.RM, CONFIG + name)
+    k.ok(k.dom0, Op.RM, z(CONFIG + name))
     assert k.setting(name) == default
     assert k.registry.get(name) == k.registry.spec(name).default
     assert case.observe(k) == before
-    k.call(k.dom0, Op.RM, CONFIG + name)  # again: still there, still the default
+    k.ok(k.dom0, Op.RM, z(CONFIG + name))  # again: still there, still the default
     assert k.setting(name) == default
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_watch_fires_on_change(k: Kit, name: str) -> None:
+def test_watch_fires_on_change(k: ConfigKit, name: str) -> None:
     watcher = k.engine.connect(k.dom0.caller, "socket")
     path = CONFIG + name
-    k.call(watcher, Op.WATCH, path, "tok")
+    k.ok(watcher, Op.WATCH, z(path, "tok"))
     assert k.take_events(watcher) == [(path, "tok")]  # the initial event
     k.set(name, CASES[name].valid)
     assert (path, "tok") in k.take_events(watcher)
-    k.call(k.dom0, Op.RM, path)
+    k.ok(k.dom0, Op.RM, z(path))
     assert (path, "tok") in k.take_events(watcher)
-    k.raw(k.dom0, Op.WRITE, path.encode() + b"\0" + CASES[name].bad[0])  # refused
+    k.request(k.dom0, Op.WRITE, path.encode() + b"\0" + CASES[name].bad[0])  # refused
     assert k.take_events(watcher) == []
 
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("commit", [True, False], ids=["commit", "abort"])
-def test_transaction_write_applies_at_commit_only(k: Kit, name: str, commit: bool) -> None:
+def test_transaction_write_applies_at_commit_only(k: ConfigKit, name: str, commit: bool) -> None:
     case = CASES[name]
     before = (k.setting(name), k.registry.get(name), case.observe(k))
     tx = k.start(k.dom0)
@@ -223,10 +224,10 @@ def test_transaction_write_applies_at_commit_only(k: Kit, name: str, commit: boo
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_transaction_rm_resets_at_commit(k: Kit, name: str) -> None:
+def test_transaction_rm_resets_at_commit(k: ConfigKit, name: str) -> None:
     k.set(name, CASES[name].valid)
     tx = k.start(k.dom0)
-    k.call(k.dom0, Op.RM, CONFIG + name, tx=tx)
+    k.ok(k.dom0, Op.RM, z(CONFIG + name), tx=tx)
     assert k.setting(name) == CASES[name].valid
     k.commit(k.dom0, tx)
     spec = k.registry.spec(name)
@@ -235,47 +236,47 @@ def test_transaction_rm_resets_at_commit(k: Kit, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_invalid_value_in_a_transaction_is_refused_at_once(k: Kit, name: str) -> None:
+def test_invalid_value_in_a_transaction_is_refused_at_once(k: ConfigKit, name: str) -> None:
     tx = k.start(k.dom0)
     payload = (CONFIG + name).encode() + b"\0" + CASES[name].bad[0]
-    assert k.raw(k.dom0, Op.WRITE, payload, tx=tx).payload == b"EINVAL\0"
+    assert k.request(k.dom0, Op.WRITE, payload, tx=tx).reply.payload == b"EINVAL\0"
     k.commit(k.dom0, tx)
     spec = k.registry.spec(name)
     assert k.registry.get(name) == spec.default
 
 
-def test_settings_listing_matches_the_registry(k: Kit) -> None:
+def test_settings_listing_matches_the_registry(k: ConfigKit) -> None:
     """Every setting is a node, and every node under a settings directory is a setting."""
     dirs = {n.rsplit("/", 1)[0] for n in NAMES if "/" in n}
     for d in dirs:
-        listed = k.call(k.dom0, Op.DIRECTORY, CONFIG + d).split(b"\0")[:-1]
+        listed = k.ok(k.dom0, Op.DIRECTORY, z(CONFIG + d)).split(b"\0")[:-1]
         assert sorted(f"{d}/{c.decode()}" for c in listed) == sorted(
             n for n in NAMES if n.startswith(d + "/")
         )
-    assert k.error(k.dom0, Op.READ, CONFIG + "domid") == "ENOENT"  # libxl's stubdom probe
+    assert k.error(k.dom0, Op.READ, z(CONFIG + "domid")) == "ENOENT"  # libxl's stubdom probe
 
 
-def test_unknown_setting_is_einval(k: Kit) -> None:
+def test_unknown_setting_is_einval(k: ConfigKit) -> None:
     for path in ("quota/bogus", "log/bogus", "bogus", "quota-soft/nodes", "domain/5/x"):
         assert k.write_error(k.dom0, CONFIG + path, "1") == "EINVAL", path
-        assert k.error(k.dom0, Op.READ, CONFIG + path) == "ENOENT"
-    assert k.error(k.dom0, Op.MKDIR, CONFIG + "quota/newdir") == "EINVAL"
+        assert k.error(k.dom0, Op.READ, z(CONFIG + path)) == "ENOENT"
+    assert k.error(k.dom0, Op.MKDIR, z(CONFIG + "quota/newdir")) == "EINVAL"
 
 
-def test_config_roots_and_permissions_are_fixed(k: Kit) -> None:
+def test_config_roots_and_permissions_are_fixed(k: ConfigKit) -> None:
     for path in ("/tool", "/tool/xenstored", CONFIG + "quota", CONFIG + "stats"):
-        assert k.error(k.dom0, Op.RM, path) == "EACCES", path
-    assert k.error(k.dom0, Op.SET_PERMS, CONFIG + "quota/nodes", "n0", "r5") == "EINVAL"
-    assert k.call(k.dom0, Op.GET_PERMS, CONFIG + "quota/nodes") == b"n0\0"
+        assert k.error(k.dom0, Op.RM, z(path)) == "EACCES", path
+    assert k.error(k.dom0, Op.SET_PERMS, z(CONFIG + "quota/nodes", "n0", "r5")) == "EINVAL"
+    assert k.ok(k.dom0, Op.GET_PERMS, z(CONFIG + "quota/nodes")) == b"n0\0"
 
 
 def test_start_values_are_in_the_tree() -> None:
     """Command-line start values (ServerConfig.settings) are what the nodes show."""
     server = Server(ServerConfig(socket_path=None, settings={"quota/nodes": 2222}))
-    k = Kit(server=server)
+    k = ConfigKit(server=server)
     assert k.setting("quota/nodes") == "2222"
-    assert k.call(k.dom0, Op.GET_QUOTA, "nodes") == b"2222\0"
+    assert k.ok(k.dom0, Op.GET_QUOTA, z("nodes")) == b"2222\0"
 
 
-def test_statistics_prefix_is_a_whole_component(k: Kit) -> None:
+def test_statistics_prefix_is_a_whole_component(k: ConfigKit) -> None:
     assert k.write_error(k.dom0, CONFIG + "stats2/x", "1") == "EINVAL"

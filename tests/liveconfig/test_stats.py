@@ -4,32 +4,33 @@ computed at read time (so they follow activity), and read-only (EACCES)."""
 from __future__ import annotations
 
 import pytest
-from quota.kit import Kit
+from kit.config import ConfigKit
+from kit.engine import z
 
 from pyxenstored.protocol.wire import Op
 
 STATS = "/tool/xenstored/stats"
 
 
-def stat(k: Kit, name: str) -> int:
+def stat(k: ConfigKit, name: str) -> int:
     text = k.read(k.dom0, f"{STATS}/{name}")
     assert text.isdigit(), (name, text)
     return int(text)
 
 
-def all_stats(k: Kit) -> list[str]:
+def all_stats(k: ConfigKit) -> list[str]:
     """Every leaf below stats/, found by DIRECTORY as a client would."""
     found, todo = [], [""]
     while todo:
         rel = todo.pop()
-        children = k.call(k.dom0, Op.DIRECTORY, STATS + rel).split(b"\0")[:-1]
+        children = k.ok(k.dom0, Op.DIRECTORY, z(STATS + rel)).split(b"\0")[:-1]
         if not children and rel:
             found.append(rel[1:])
         todo.extend(f"{rel}/{c.decode()}" for c in children)
     return sorted(found)
 
 
-def test_every_counter_is_a_decimal_readable_by_dom0(skit: Kit) -> None:
+def test_every_counter_is_a_decimal_readable_by_dom0(skit: ConfigKit) -> None:
     names = all_stats(skit)
     for expected in (
         "connections",
@@ -50,11 +51,11 @@ def test_every_counter_is_a_decimal_readable_by_dom0(skit: Kit) -> None:
         assert expected in names
     for name in names:
         stat(skit, name)
-        assert skit.call(skit.dom0, Op.GET_PERMS, f"{STATS}/{name}") == b"n0\0"
+        assert skit.ok(skit.dom0, Op.GET_PERMS, z(f"{STATS}/{name}")) == b"n0\0"
     assert stat(skit, "memory/rss") > 0
 
 
-def test_counters_follow_activity(skit: Kit) -> None:
+def test_counters_follow_activity(skit: ConfigKit) -> None:
     k = skit
     reads, total, nodes = stat(k, "requests/READ"), stat(k, "requests/total"), stat(k, "nodes")
     for _ in range(5):
@@ -68,7 +69,7 @@ def test_counters_follow_activity(skit: Kit) -> None:
 
     watches, connections = stat(k, "watches"), stat(k, "connections")
     watcher = k.engine.connect(k.dom0.caller, "socket")
-    k.call(watcher, Op.WATCH, "/stats-test", "t")
+    k.ok(watcher, Op.WATCH, z("/stats-test", "t"))
     assert (stat(k, "watches"), stat(k, "connections")) == (watches + 1, connections + 1)
     sent = stat(k, "events/sent")
     k.write(k.dom0, "/stats-test/a", "y")
@@ -86,7 +87,7 @@ def test_counters_follow_activity(skit: Kit) -> None:
     k.read(k.dom0, "/stats-test/a", tx=tx)
     k.write(k.dom0, "/stats-test/b", "1", tx=tx)
     k.write(watcher, "/stats-test/a", "changed")  # invalidates what tx read
-    assert k.error(k.dom0, Op.TRANSACTION_END, "T", tx=tx) == "EAGAIN"
+    assert k.error(k.dom0, Op.TRANSACTION_END, z("T"), tx=tx) == "EAGAIN"
     assert stat(k, "transactions/refused") == refused + 1
 
     domains, store = stat(k, "domains"), stat(k, "memory/store")
@@ -97,7 +98,7 @@ def test_counters_follow_activity(skit: Kit) -> None:
 
 
 @pytest.mark.parametrize("name", ["nodes", "requests/total", "memory/rss", "new-one", "x/y"])
-def test_writes_are_eacces(skit: Kit, name: str) -> None:
+def test_writes_are_eacces(skit: ConfigKit, name: str) -> None:
     k = skit
     path = f"{STATS}/{name}"
     existed = path in k.engine.tree.nodes
@@ -106,17 +107,17 @@ def test_writes_are_eacces(skit: Kit, name: str) -> None:
     assert k.write_error(k.dom0, path, "0", tx=tx) == "EACCES"
     k.commit(k.dom0, tx)
     if existed:
-        assert k.error(k.dom0, Op.RM, path) == "EACCES"
+        assert k.error(k.dom0, Op.RM, z(path)) == "EACCES"
         assert k.read(k.dom0, path).isdigit()
     else:
         assert path not in k.engine.tree.nodes
-    assert k.error(k.dom0, Op.RM, STATS) == "EACCES"
-    assert k.error(k.dom0, Op.SET_PERMS, f"{STATS}/nodes", "n0", "r5") == "EINVAL"
+    assert k.error(k.dom0, Op.RM, z(STATS)) == "EACCES"
+    assert k.error(k.dom0, Op.SET_PERMS, z(f"{STATS}/nodes", "n0", "r5")) == "EINVAL"
 
 
-def test_writes_by_control_or_quota_cannot_touch_statistics(skit: Kit) -> None:
+def test_writes_by_control_or_quota_cannot_touch_statistics(skit: ConfigKit) -> None:
     nodes = skit.engine.tree.nodes
     before = sorted(p for p in nodes if p.startswith(STATS))
     skit.control("quota", "set", "nodes", "5")
-    skit.call(skit.dom0, Op.SET_QUOTA, "nodes", "6")
+    skit.ok(skit.dom0, Op.SET_QUOTA, z("nodes", "6"))
     assert sorted(p for p in nodes if p.startswith(STATS)) == before

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from kit.config import ConfigKit
+from kit.engine import ErrorReply, z
 
 from pyxenstored.protocol.wire import Op, encode
-
-from .kit import Kit, Refused
 
 RULES = ("4.21", "4.22")
 HOME = "/local/domain/5"
@@ -31,14 +31,14 @@ def fill(attempt: Callable[[int], object], limit: int) -> tuple[int, str]:
     for i in range(limit):
         try:
             attempt(i)
-        except Refused as err:
+        except ErrorReply as err:
             return i, err.name
     raise AssertionError(f"never refused in {limit} attempts")
 
 
 # -- nodes -------------------------------------------------------------------------------
 def test_nodes_boundary(rule: str) -> None:
-    k = Kit(rule)
+    k = ConfigKit(rule)
     guest = k.guest(5)
     k.set("quota/nodes", 10)
     assert k.owned(5) == 1  # its home
@@ -47,7 +47,7 @@ def test_nodes_boundary(rule: str) -> None:
     assert err == "ENOSPC"
     assert k.owned(5) == most and made == most - 1
     # The refused request changed nothing; MKDIR is refused the same way.
-    assert k.error(guest, Op.MKDIR, f"{HOME}/extra") == "ENOSPC"
+    assert k.error(guest, Op.MKDIR, z(f"{HOME}/extra")) == "ENOSPC"
     assert k.owned(5) == most
     # Overwriting an existing node needs no new node.
     k.write(guest, f"{HOME}/n0", "again")
@@ -58,7 +58,7 @@ def test_nodes_boundary(rule: str) -> None:
 
 
 def test_nodes_missing_parents_count_and_nothing_is_half_made() -> None:
-    k = Kit()
+    k = ConfigKit()
     guest = k.guest(5)
     k.set("quota/nodes", 3)  # home + 2
     assert k.write_error(guest, f"{HOME}/a/b/c", "x") == "ENOSPC"  # needs 3 new nodes
@@ -70,55 +70,55 @@ def test_nodes_missing_parents_count_and_nothing_is_half_made() -> None:
 def test_nodes_checked_again_at_commit(rule: str) -> None:
     """Creations inside a transaction count when it commits: a commit that would take
     the domain past its limit is ENOSPC and applies nothing (§5.1)."""
-    k = Kit(rule)
+    k = ConfigKit(rule)
     guest = k.guest(5)
     k.set("quota/nodes", 10)
     most = 10 if rule == "4.21" else 9
     tx = k.start(guest)
     for i in range(most):  # one too many
         k.write(guest, f"{HOME}/t{i}", "x", tx=tx)
-    assert k.error(guest, Op.TRANSACTION_END, "T", tx=tx) == "ENOSPC"
+    assert k.error(guest, Op.TRANSACTION_END, z("T"), tx=tx) == "ENOSPC"
     assert k.owned(5) == 1
     tx = k.start(guest)
     for i in range(most - 1):  # exactly up to the limit
         k.write(guest, f"{HOME}/t{i}", "x", tx=tx)
-    k.call(guest, Op.TRANSACTION_END, "T", tx=tx)
+    k.ok(guest, Op.TRANSACTION_END, z("T"), tx=tx)
     assert k.owned(5) == most
 
 
 # -- watches -----------------------------------------------------------------------------
 def test_watches_boundary(rule: str) -> None:
-    k = Kit(rule)
+    k = ConfigKit(rule)
     guest = k.guest(5)
     k.set("quota/watches", 4)
     most = 5 if rule == "4.21" else 3  # <=4.21 refused only when count > 4; 4.22 >= 4
-    made, err = fill(lambda i: k.call(guest, Op.WATCH, f"/w/{i}", "tok"), 10)
+    made, err = fill(lambda i: k.ok(guest, Op.WATCH, z(f"/w/{i}", "tok")), 10)
     assert made == most
     # C <=4.21 answered E2BIG (watch.c:223); 4.22 ENOSPC.
     assert err == ("E2BIG" if rule == "4.21" else "ENOSPC")
     assert len(guest.watches) == most
     # Removing one makes room for exactly one.
-    k.call(guest, Op.UNWATCH, "/w/0", "tok")
-    k.call(guest, Op.WATCH, "/w/again", "tok")
-    assert k.error(guest, Op.WATCH, "/w/more", "tok") == err
+    k.ok(guest, Op.UNWATCH, z("/w/0", "tok"))
+    k.ok(guest, Op.WATCH, z("/w/again", "tok"))
+    assert k.error(guest, Op.WATCH, z("/w/more", "tok")) == err
     for i in range(20):  # the privileged domain is exempt
-        k.call(k.dom0, Op.WATCH, f"/w/{i}", "dom0")
+        k.ok(k.dom0, Op.WATCH, z(f"/w/{i}", "dom0"))
 
 
 # -- transactions ------------------------------------------------------------------------
 def test_transactions_boundary(rule: str) -> None:
-    k = Kit(rule)
+    k = ConfigKit(rule)
     guest = k.guest(5)
     k.set("quota/transactions", 4)
     most = 5 if rule == "4.21" else 3  # §5.4: <=4.21 allows limit+1, 4.22 limit-1
-    made, err = fill(lambda i: k.call(guest, Op.TRANSACTION_START, ""), 10)
+    made, err = fill(lambda i: k.ok(guest, Op.TRANSACTION_START, z("")), 10)
     assert (made, err) == (most, "ENOSPC")
     assert len(guest.transactions) == most
     tx = next(iter(guest.transactions))
-    k.call(guest, Op.TRANSACTION_END, "F", tx=tx)
-    k.call(guest, Op.TRANSACTION_START, "")
+    k.ok(guest, Op.TRANSACTION_END, z("F"), tx=tx)
+    k.ok(guest, Op.TRANSACTION_START, z(""))
     for _ in range(20):
-        k.call(k.dom0, Op.TRANSACTION_START, "")
+        k.ok(k.dom0, Op.TRANSACTION_START, z(""))
 
 
 # -- transaction-nodes -------------------------------------------------------------------
@@ -126,7 +126,7 @@ def test_transactions_boundary(rule: str) -> None:
 
 @pytest.mark.parametrize("rule", ["4.21", "4.22"])
 def test_transaction_nodes_boundary(rule: str) -> None:
-    k = Kit(rule)
+    k = ConfigKit(rule)
     guest = k.guest(5)
     k.write(guest, f"{HOME}/t", "")
     k.set("quota/transaction-nodes", 10)
@@ -145,30 +145,30 @@ def test_transaction_nodes_boundary(rule: str) -> None:
 
 
 def test_transaction_nodes_privileged_exempt() -> None:
-    k = Kit()
+    k = ConfigKit()
     k.set("quota/transaction-nodes", 10)
     tx = k.start(k.dom0)
     for i in range(40):
         k.write(k.dom0, f"/big/k{i}", "x", tx=tx)
-    k.call(k.dom0, Op.TRANSACTION_END, "T", tx=tx)
+    k.ok(k.dom0, Op.TRANSACTION_END, z("T"), tx=tx)
     assert "/big/k39" in k.engine.tree.nodes
 
 
 def test_transaction_nodes_refusal_fails_the_transaction() -> None:
-    k = Kit()
+    k = ConfigKit()
     guest = k.guest(5)
     k.set("quota/transaction-nodes", 4)
     tx = k.start(guest)
-    with pytest.raises(Refused, match="ENOSPC"):
+    with pytest.raises(ErrorReply, match="ENOSPC"):
         for i in range(10):
             k.write(guest, f"{HOME}/k{i}", "x", tx=tx)
-    assert k.error(guest, Op.TRANSACTION_END, "T", tx=tx) == "ENOMEM"
+    assert k.error(guest, Op.TRANSACTION_END, z("T"), tx=tx) == "ENOMEM"
     assert f"{HOME}/k0" not in k.engine.tree.nodes
 
 
 # -- node-permissions --------------------------------------------------------------------
 def test_node_permissions_boundary(rule: str) -> None:
-    k = Kit(rule)
+    k = ConfigKit(rule)
     guest = k.guest(5)
     k.write(guest, f"{HOME}/p", "")
     most = 5 if rule == "4.21" else 4  # default limit 5
@@ -176,12 +176,12 @@ def test_node_permissions_boundary(rule: str) -> None:
     def perms(n: int) -> list[str]:
         return ["n5", *(f"r{d}" for d in range(1, n))]
 
-    k.call(guest, Op.SET_PERMS, f"{HOME}/p", *perms(most))
-    assert k.error(guest, Op.SET_PERMS, f"{HOME}/p", *perms(most + 1)) == "ENOSPC"
+    k.ok(guest, Op.SET_PERMS, z(f"{HOME}/p", *perms(most)))
+    assert k.error(guest, Op.SET_PERMS, z(f"{HOME}/p", *perms(most + 1))) == "ENOSPC"
     assert (
-        k.call(guest, Op.GET_PERMS, f"{HOME}/p") == "".join(p + "\0" for p in perms(most)).encode()
+        k.ok(guest, Op.GET_PERMS, z(f"{HOME}/p")) == "".join(p + "\0" for p in perms(most)).encode()
     )
-    k.call(k.dom0, Op.SET_PERMS, f"{HOME}/p", *perms(12))  # privileged: exempt
+    k.ok(k.dom0, Op.SET_PERMS, z(f"{HOME}/p", *perms(12)))  # privileged: exempt
 
 
 # -- path-max ----------------------------------------------------------------------------
@@ -202,7 +202,7 @@ def rel_path(length: int, letter: str) -> str:
 def test_path_max_boundary_applies_to_everyone(rule: str) -> None:
     """Only the part after /local/domain/<N>/ counts; EINVAL; as in C 4.17 (and O) the
     privileged domain is not exempt."""
-    k = Kit(rule)
+    k = ConfigKit(rule)
     guest = k.guest(5)
     most = 2048 if rule == "4.21" else 2047
     assert len(rel_path(most, "a")) == most
@@ -211,13 +211,13 @@ def test_path_max_boundary_applies_to_everyone(rule: str) -> None:
     too_long = rel_path(most + 1, "c")
     for conn in (guest, k.dom0):
         assert k.write_error(conn, f"{HOME}/{too_long}", "") == "EINVAL"
-        assert k.error(conn, Op.READ, f"{HOME}/{too_long}") == "EINVAL"
-        assert k.error(conn, Op.MKDIR, f"{HOME}/{too_long}") == "EINVAL"
+        assert k.error(conn, Op.READ, z(f"{HOME}/{too_long}")) == "EINVAL"
+        assert k.error(conn, Op.MKDIR, z(f"{HOME}/{too_long}")) == "EINVAL"
     assert k.write_error(guest, too_long, "") == "EINVAL"
 
 
 def test_path_max_outside_local_domain_counts_whole_path() -> None:
-    k = Kit()
+    k = ConfigKit()
     k.set("quota/path-max", 64)
     assert k.write_error(k.dom0, "/" + "x" * 64, "") == "EINVAL"  # 65 bytes
     k.write(k.dom0, "/" + "x" * 63, "")
@@ -233,7 +233,7 @@ def node_size_most(rule: str, nperms: int = 1) -> int:
 
 
 def test_node_size_boundary_overwrite(rule: str) -> None:
-    k = Kit(rule)
+    k = ConfigKit(rule)
     guest = k.guest(5)
     k.write(guest, f"{HOME}/v", "")
     most = node_size_most(rule)
@@ -242,7 +242,7 @@ def test_node_size_boundary_overwrite(rule: str) -> None:
     assert k.read(guest, f"{HOME}/v") == b"x" * most
     # More permissions leave less room for the value.
     k.write(guest, f"{HOME}/w", "")
-    k.call(guest, Op.SET_PERMS, f"{HOME}/w", "n5", "r1", "r2")
+    k.ok(guest, Op.SET_PERMS, z(f"{HOME}/w", "n5", "r1", "r2"))
     most3 = node_size_most(rule, 3)
     k.write(guest, f"{HOME}/w", "x" * most3)
     assert k.write_error(guest, f"{HOME}/w", "x" * (most3 + 1)) == "ENOSPC"
@@ -250,7 +250,7 @@ def test_node_size_boundary_overwrite(rule: str) -> None:
 
 
 def test_node_size_boundary_create(rule: str) -> None:
-    k = Kit(rule)
+    k = ConfigKit(rule)
     guest = k.guest(5)
     most = node_size_most(rule)
     k.write(guest, f"{HOME}/v", "x" * most)
@@ -258,7 +258,7 @@ def test_node_size_boundary_create(rule: str) -> None:
 
 
 def test_node_size_counts_the_parents_child_list() -> None:
-    k = Kit()
+    k = ConfigKit()
     guest = k.guest(5)
     k.write(guest, f"{HOME}/dir", "")
     k.write(guest, f"{HOME}/dir", "x" * 2020)  # size 2044
@@ -270,7 +270,7 @@ def test_node_size_counts_the_parents_child_list() -> None:
 def test_memory_boundary(rule: str) -> None:
     """ENOMEM when a request would take the domain's memory to its hard limit (the same
     ``>=`` under both rules); the ring stops being read at the limit."""
-    k = Kit(rule)
+    k = ConfigKit(rule)
     guest = k.guest(5)
     k.write(guest, f"{HOME}/data", "")
     used = k.engine.memory_used(5, guest)
@@ -288,7 +288,7 @@ def test_memory_boundary(rule: str) -> None:
 
 
 def test_memory_soft_limit_warns_without_refusing(caplog: pytest.LogCaptureFixture) -> None:
-    k = Kit()
+    k = ConfigKit()
     guest = k.guest(5)
     k.set("quota-soft/memory", 200)
     with caplog.at_level("WARNING", logger="pyxenstored.quota"):
@@ -302,7 +302,7 @@ def test_memory_soft_limit_warns_without_refusing(caplog: pytest.LogCaptureFixtu
 def test_outstanding_boundary(rule: str) -> None:
     """A domain whose ``outstanding`` replies are still queued is paused: its ring is not
     read (§6.1; the same under both rules). Nothing is refused."""
-    k = Kit(rule)
+    k = ConfigKit(rule)
     guest = k.guest(5)
     k.set("quota/outstanding", 5)
     request = encode(Op.READ, 1, 0, f"{HOME}\0".encode())
@@ -324,18 +324,18 @@ def test_outstanding_boundary(rule: str) -> None:
 
 
 def test_zero_means_no_limit() -> None:
-    k = Kit()
+    k = ConfigKit()
     guest = k.guest(5)
     for name in ("nodes", "watches", "transactions"):
         k.set(f"quota/{name}", 0)
     for i in range(30):
         k.write(guest, f"{HOME}/n{i}", "")
-        k.call(guest, Op.WATCH, f"/w{i}", "t")
-        k.call(guest, Op.TRANSACTION_START, "")
+        k.ok(guest, Op.WATCH, z(f"/w{i}", "t"))
+        k.ok(guest, Op.TRANSACTION_START, z(""))
 
 
 def test_lowering_a_limit_evicts_nothing() -> None:
-    k = Kit()
+    k = ConfigKit()
     guest = k.guest(5)
     for i in range(10):
         k.write(guest, f"{HOME}/n{i}", "")
@@ -343,5 +343,5 @@ def test_lowering_a_limit_evicts_nothing() -> None:
     assert k.owned(5) == 11
     assert k.read(guest, f"{HOME}/n9") == b""
     assert k.write_error(guest, f"{HOME}/more", "") == "ENOSPC"
-    k.call(guest, Op.RM, f"{HOME}/n9")  # removing is always possible
+    k.ok(guest, Op.RM, z(f"{HOME}/n9"))  # removing is always possible
     assert k.owned(5) == 10

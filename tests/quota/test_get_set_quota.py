@@ -8,11 +8,11 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from kit.config import ConfigKit
+from kit.engine import UNKNOWN_DOMAIN, z
 
 from pyxenstored.liveconfig.registry import QUOTAS
 from pyxenstored.protocol.wire import Op
-
-from .kit import UNKNOWN_DOMAIN, Kit
 
 NAMES = (
     "nodes watches outstanding memory soft-memory transactions transaction-nodes "
@@ -33,31 +33,31 @@ DEFAULTS = {
 
 
 @pytest.fixture
-def k() -> Kit:
-    kit = Kit()
+def k() -> ConfigKit:
+    kit = ConfigKit()
     kit.guest(5)
     return kit
 
 
-def get(k: Kit, *args: str) -> bytes:
-    return k.call(k.dom0, Op.GET_QUOTA, *args)
+def get(k: ConfigKit, *args: str) -> bytes:
+    return k.ok(k.dom0, Op.GET_QUOTA, z(*args))
 
 
-def test_no_argument_lists_names_in_c_order(k: Kit) -> None:
-    assert k.raw(k.dom0, Op.GET_QUOTA, b"").payload == NAMES.encode() + b"\0"
+def test_no_argument_lists_names_in_c_order(k: ConfigKit) -> None:
+    assert k.request(k.dom0, Op.GET_QUOTA, b"").reply.payload == NAMES.encode() + b"\0"
 
 
 @pytest.mark.parametrize("name", NAMES.split())
-def test_global_and_domain_values_default(k: Kit, name: str) -> None:
+def test_global_and_domain_values_default(k: ConfigKit, name: str) -> None:
     assert get(k, name) == b"%d\0" % DEFAULTS[name]
     assert get(k, "5", name) == b"%d\0" % DEFAULTS[name]
 
 
 @pytest.mark.parametrize("name", NAMES.split())
-def test_set_global_then_every_route_agrees(k: Kit, name: str) -> None:
+def test_set_global_then_every_route_agrees(k: ConfigKit, name: str) -> None:
     # path-max applies to dom0 too: keep it large enough for the config paths.
     value = 1234 if name != "path-max" else 1500
-    assert k.call(k.dom0, Op.SET_QUOTA, name, str(value)) == b"OK\0"
+    assert k.ok(k.dom0, Op.SET_QUOTA, z(name, str(value))) == b"OK\0"
     assert get(k, name) == b"%d\0" % value
     assert get(k, "5", name) == b"%d\0" % value  # no override: the global value
     node = "quota-soft/memory" if name == "soft-memory" else f"quota/{name}"
@@ -70,9 +70,9 @@ def test_set_global_then_every_route_agrees(k: Kit, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", QUOTAS)
-def test_set_per_domain_override(k: Kit, name: str) -> None:
+def test_set_per_domain_override(k: ConfigKit, name: str) -> None:
     k.guest(6)
-    assert k.call(k.dom0, Op.SET_QUOTA, "5", name, "77") == b"OK\0"
+    assert k.ok(k.dom0, Op.SET_QUOTA, z("5", name, "77")) == b"OK\0"
     assert get(k, "5", name) == b"77\0"
     assert get(k, "6", name) == b"%d\0" % DEFAULTS[name]  # others keep the global
     assert get(k, name) == b"%d\0" % DEFAULTS[name]
@@ -80,23 +80,23 @@ def test_set_per_domain_override(k: Kit, name: str) -> None:
     assert k.engine.quota(5, name) == 77
 
 
-def test_soft_memory(k: Kit) -> None:
-    k.call(k.dom0, Op.SET_QUOTA, "soft-memory", "4096")
+def test_soft_memory(k: ConfigKit) -> None:
+    k.ok(k.dom0, Op.SET_QUOTA, z("soft-memory", "4096"))
     assert get(k, "soft-memory") == b"4096\0"
     assert k.engine.limits.soft_memory == 4096
     assert k.setting("quota-soft/memory") == "4096"
     assert get(k, "memory") == b"%d\0" % DEFAULTS["memory"]  # the hard limit is separate
 
 
-def test_soft_memory_per_domain(k: Kit) -> None:
-    assert k.call(k.dom0, Op.SET_QUOTA, "5", "soft-memory", "4096") == b"OK\0"
+def test_soft_memory_per_domain(k: ConfigKit) -> None:
+    assert k.ok(k.dom0, Op.SET_QUOTA, z("5", "soft-memory", "4096")) == b"OK\0"
     assert get(k, "5", "soft-memory") == b"4096\0"
 
 
-def test_value_is_read_with_atoi(k: Kit) -> None:
-    k.call(k.dom0, Op.SET_QUOTA, "nodes", "42abc")
+def test_value_is_read_with_atoi(k: ConfigKit) -> None:
+    k.ok(k.dom0, Op.SET_QUOTA, z("nodes", "42abc"))
     assert get(k, "nodes") == b"42\0"
-    k.call(k.dom0, Op.SET_QUOTA, "nodes", "0")  # 0: no limit
+    k.ok(k.dom0, Op.SET_QUOTA, z("nodes", "0"))  # 0: no limit
     assert get(k, "nodes") == b"0\0"
 
 
@@ -121,33 +121,33 @@ def test_value_is_read_with_atoi(k: Kit) -> None:
     ],
 )
 def test_bad_names_and_arity_are_einval_and_change_nothing(
-    k: Kit, op: int, args: tuple[str, ...]
+    k: ConfigKit, op: int, args: tuple[str, ...]
 ) -> None:
     before = (dict(vars_of(k)), k.setting("quota/nodes"))
-    assert k.error(k.dom0, op, *args) == "EINVAL"
+    assert k.error(k.dom0, op, z(*args)) == "EINVAL"
     assert (dict(vars_of(k)), k.setting("quota/nodes")) == before
     assert 5 not in k.engine.quotas.overrides
 
 
-def vars_of(k: Kit) -> dict[str, object]:
+def vars_of(k: ConfigKit) -> dict[str, object]:
     return dataclasses.asdict(k.engine.limits)
 
 
-def test_unknown_domain_is_enoent(k: Kit) -> None:
+def test_unknown_domain_is_enoent(k: ConfigKit) -> None:
     dom = str(UNKNOWN_DOMAIN)
-    assert k.error(k.dom0, Op.GET_QUOTA, dom, "nodes") == "ENOENT"
-    assert k.error(k.dom0, Op.SET_QUOTA, dom, "nodes", "5") == "ENOENT"
+    assert k.error(k.dom0, Op.GET_QUOTA, z(dom, "nodes")) == "ENOENT"
+    assert k.error(k.dom0, Op.SET_QUOTA, z(dom, "nodes", "5")) == "ENOENT"
     assert UNKNOWN_DOMAIN not in k.engine.quotas.overrides
 
 
-def test_known_but_not_introduced_domain_is_accepted(k: Kit) -> None:
+def test_known_but_not_introduced_domain_is_accepted(k: ConfigKit) -> None:
     """C's find_or_alloc_existing_domain: the hypervisor knows it, so the toolstack may
     set its quota before INTRODUCE (libxl does so right after)."""
-    k.call(k.dom0, Op.SET_QUOTA, "77", "nodes", "3000")
+    k.ok(k.dom0, Op.SET_QUOTA, z("77", "nodes", "3000"))
     assert get(k, "77", "nodes") == b"3000\0"
 
 
-def test_privileged_only(k: Kit) -> None:
+def test_privileged_only(k: ConfigKit) -> None:
     guest = k.engine.domains[5].conn
     assert guest is not None
     for op, args in (
@@ -157,17 +157,17 @@ def test_privileged_only(k: Kit) -> None:
         (Op.SET_QUOTA, ("nodes", "1")),
         (Op.SET_QUOTA, ("5", "nodes", "100000")),
     ):
-        assert k.error(guest, op, *args) == "EACCES"
+        assert k.error(guest, op, z(*args)) == "EACCES"
     assert get(k, "nodes") == b"1000\0"
     assert get(k, "5", "nodes") == b"1000\0"
 
 
-def test_set_quota_changes_enforcement_at_once(k: Kit) -> None:
+def test_set_quota_changes_enforcement_at_once(k: ConfigKit) -> None:
     guest = k.engine.domains[5].conn
     assert guest is not None
-    k.call(k.dom0, Op.SET_QUOTA, "5", "nodes", "3")
+    k.ok(k.dom0, Op.SET_QUOTA, z("5", "nodes", "3"))
     k.write(guest, "/local/domain/5/a", "")
     k.write(guest, "/local/domain/5/b", "")
     assert k.write_error(guest, "/local/domain/5/c", "") == "ENOSPC"
-    k.call(k.dom0, Op.SET_QUOTA, "5", "nodes", "4")
+    k.ok(k.dom0, Op.SET_QUOTA, z("5", "nodes", "4"))
     k.write(guest, "/local/domain/5/c", "")

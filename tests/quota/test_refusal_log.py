@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 
 import pytest
+from kit.config import ConfigKit
+from kit.engine import z
 
 from pyxenstored.core.refusals import RefusalLog
 from pyxenstored.protocol.wire import Op
-
-from .kit import Kit
 
 LOGGER = "pyxenstored.quota"
 
@@ -55,19 +55,19 @@ def test_soft_limit_line_says_over(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_engine_logs_a_refused_request_once(caplog: pytest.LogCaptureFixture) -> None:
-    k = Kit()
+    k = ConfigKit()
     clock = Clock()
     k.engine.refusals = RefusalLog(interval=10.0, clock=clock)
     guest = k.guest(5)
     k.set("quota/watches", 1)
-    k.call(guest, Op.WATCH, "/a", "t")
-    k.call(guest, Op.WATCH, "/b", "t")  # <=4.21: one more than the limit
+    k.ok(guest, Op.WATCH, z("/a", "t"))
+    k.ok(guest, Op.WATCH, z("/b", "t"))  # <=4.21: one more than the limit
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         for i in range(20):
-            assert k.error(guest, Op.WATCH, f"/c{i}", "t") == "E2BIG"
+            assert k.error(guest, Op.WATCH, z(f"/c{i}", "t")) == "E2BIG"
         assert lines(caplog) == ["domain 5: request refused by the watches quota"]
         clock.now += 10
-        k.error(guest, Op.WATCH, "/d", "t")
+        k.error(guest, Op.WATCH, z("/d", "t"))
     assert lines(caplog)[1] == "domain 5: request refused by the watches quota (19 more not logged)"
     assert k.engine.refusals.counts[(5, "watches")] == 21
 
@@ -84,19 +84,19 @@ def test_engine_logs_a_refused_request_once(caplog: pytest.LogCaptureFixture) ->
 def test_each_quota_is_named(
     caplog: pytest.LogCaptureFixture, quota: str, setting: tuple[str, int]
 ) -> None:
-    k = Kit(rule="4.22")
+    k = ConfigKit(rule="4.22")
     guest = k.guest(5)
     k.set(*setting)
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         if quota == "transactions":
-            k.error(guest, Op.TRANSACTION_START, "")
+            k.error(guest, Op.TRANSACTION_START, z(""))
         else:
             k.write_error(guest, "/local/domain/5/x", "y" * 40)
     assert f"domain 5: request refused by the {quota} quota" in lines(caplog)
 
 
 def test_privileged_domain_is_never_logged(caplog: pytest.LogCaptureFixture) -> None:
-    k = Kit()
+    k = ConfigKit()
     k.set("quota/nodes", 1)
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         for i in range(5):

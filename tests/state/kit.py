@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from pyxenstored.core.caller import Caller
+from kit.engine import FakeBackend
+
 from pyxenstored.core.connection import Connection
-from pyxenstored.core.domains import NoHypervisor
 from pyxenstored.core.engine import Engine
 from pyxenstored.core.transactions import Transaction
 from pyxenstored.liveconfig.registry import Registry
@@ -28,20 +28,10 @@ from pyxenstored.state.stream import Record, decode, encode
 from pyxenstored.store.node import Node
 
 
-class Backend(NoHypervisor):
-    """Every domain exists; INTRODUCE gives the domain a ring-kind connection."""
-
-    def __init__(self) -> None:
-        self.engine: Engine | None = None
-
-    def introduce(self, domid: int, port: int, features: int) -> Connection | None:
-        assert self.engine is not None
-        return self.engine.connect(Caller(domid, domid == self.engine.priv_domid), "ring", features)
-
-
 def new_engine(config: bool = True, **kw: Any) -> Engine:
-    """An engine on :class:`Backend`, with live configuration unless ``config`` is False."""
-    backend = Backend()
+    """An engine on the kit's :class:`FakeBackend`, with live configuration unless
+    ``config`` is False."""
+    backend = FakeBackend()
     engine = Engine(backend=backend, **kw)
     backend.engine = engine
     if config:
@@ -51,7 +41,7 @@ def new_engine(config: bool = True, **kw: Any) -> Engine:
 
 def fresh_like(engine: Engine) -> Engine:
     """A freshly built engine as the daemon would build it again (same options)."""
-    backend = Backend()
+    backend = FakeBackend()
     fresh = Engine(backend=backend, priv_domid=engine.priv_domid)
     backend.engine = fresh
     return fresh
