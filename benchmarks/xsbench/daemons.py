@@ -34,6 +34,13 @@ PRESETS: dict[str, str] = {
     "oxenstored": "{shared}/reference/peer.sh oxenstored {dir}",
     # -N: in the foreground (it detaches otherwise, and the process started would be gone).
     "pyxenstored": "{repo}/.venv/bin/python -m pyxenstored -N --socket {dir}/socket",
+    # The crash journal's cost (issue 9): without it, and with it on tmpfs as on a host
+    # (its default place is the socket's directory, /run/xenstored there; {dir} is on
+    # whatever /tmp is).
+    "pyxenstored-nojournal": "{repo}/.venv/bin/python -m pyxenstored -N --no-journal "
+    "--socket {dir}/socket",
+    "pyxenstored-shm": "{repo}/.venv/bin/python -m pyxenstored -N --state-dir /dev/shm{dir} "
+    "--socket {dir}/socket",
     # C's conflict rule (generation counts), for the bootstorm workload.
     "pyxenstored-generation": "{repo}/.venv/bin/python -m pyxenstored -N "
     "--transaction-conflicts generation --socket {dir}/socket",

@@ -77,7 +77,12 @@ class Journal:
         self.since_fork: list[bytes] = []
         #: bytes of the file reserved (and mapped), from 0
         self.capacity = 0
-        #: where the guests' rings stand (``RingManager.journal_records``), or None
+        #: the size up to which a record may be stored straight into the mapping: within
+        #: the reserved room, below the compaction threshold, no compacting child
+        #: (:meth:`_set_room` keeps it; 0: every record takes the general path)
+        self.room = 0
+        #: where the guests' rings stand that moved (``RingManager.journal_records``;
+        #: True: every ring), or None without rings
         self.rings: Callable[[bool], list[RingRecord]] | None = None
 
     def start(self) -> None:
@@ -132,6 +137,12 @@ class Journal:
             self.map.close()
             self.map = None
         self.capacity = 0
+        self.room = 0
+
+    def _set_room(self) -> None:
+        threshold = max(self.snapshot_size * COMPACT_FACTOR, COMPACT_MIN)
+        mapped = self.map is not None and not self.child
+        self.room = min(self.capacity, threshold) if mapped else 0
 
     def _reserve(self, need: int) -> None:
         """Room for ``need`` more bytes in the mapping (or none: plain writes)."""
@@ -142,6 +153,7 @@ class Journal:
             os.posix_fallocate(self.fd, 0, capacity)
             self.map = mmap.mmap(self.fd, capacity)
             self.capacity = capacity
+            self._set_room()
         except (OSError, ValueError, AttributeError) as err:
             log.warning("journal: cannot reserve %d bytes (%s): plain writes", capacity, err)
             self._unmap()
@@ -151,7 +163,38 @@ class Journal:
 
     def write_pending(self) -> None:
         """Append the changes of the requests answered since the last call, with where
-        the rings they moved stand."""
+        the rings they moved stand.
+
+        Called after every request, before its reply leaves: the common case (one
+        WRITE of an existing node, no ring moved) is written without the general path.
+        """
+        changes = self.changes
+        ops = changes.ops
+        if changes.domains or changes.meta or changes.engine_ops:
+            self._write_general()
+            return
+        rings = self.rings
+        if rings is not None:
+            records = rings(False)
+            if records:
+                self._write_general(records)
+                return
+        if not ops:
+            return
+        data = tree_frame(ops)
+        ops.clear()  # the tree appends to this very list
+        size = self.size
+        end = size + len(data)
+        mapped = self.map
+        if mapped is not None and end <= self.room:
+            mapped[size:end] = data
+            self.size = end
+        elif self.fd >= 0:
+            self._append(data)
+
+    def _write_general(self, records: list[RingRecord] | None = None) -> None:
+        """Append one frame of everything pending (``records``: the rings' records,
+        already taken; None: take them here)."""
         changes = self.changes
         ops = changes.ops
         if changes.domains or changes.meta or changes.engine_ops:
@@ -162,11 +205,10 @@ class Journal:
             ops.clear()  # the tree appends to this very list
         else:
             data = b""
-        rings = self.rings
-        if rings is not None:
-            records = rings(False)
-            if records:
-                data = ring_frame(records, data)
+        if records is None and self.rings is not None:
+            records = self.rings(False)
+        if records:
+            data = ring_frame(records, data)
         if data and self.fd >= 0:
             self._append(data)
 
@@ -188,7 +230,7 @@ class Journal:
         if self.child:
             self.since_fork.append(data)
             self._reap(os.WNOHANG)
-        elif end > self.snapshot_size * COMPACT_FACTOR and end > COMPACT_MIN:
+        elif end > max(self.snapshot_size * COMPACT_FACTOR, COMPACT_MIN):
             self._compact()
 
     def _compact(self) -> None:
@@ -220,6 +262,7 @@ class Journal:
             finally:
                 os._exit(status)
         self.child = pid
+        self.room = 0
         self.since_fork = []
         log.debug("journal: compacting in child %d", pid)
         if self.rings is not None:
@@ -237,6 +280,7 @@ class Journal:
         if not pid:
             return
         self.child = 0
+        self._set_room()
         since, self.since_fork = self.since_fork, []
         tmp = self.path + ".tmp"
         if status != 0:
@@ -277,6 +321,7 @@ class Journal:
         with contextlib.suppress(OSError):
             os.waitpid(self.child, 0)
         self.child = 0
+        self._set_room()
         self.since_fork = []
         with contextlib.suppress(OSError):
             os.unlink(self.path + ".tmp")

@@ -143,13 +143,13 @@ class RingManager:
         dirty = self.dirty
         if everything:
             dirty.update(dict.fromkeys(self.by_domid.values()))
-        else:
-            for conn in self.engine.woken:
+        elif self._engine is not None and self._engine.woken:
+            for conn in self._engine.woken:
                 sink = conn.sink
                 if sink.__class__ is RingSink:
                     dirty[sink] = None
         if not dirty:
-            return []
+            return []  # the common case, called after every request: kept cheap
         records = [s.journal_record() for s in dirty if not s.closed and not s.broken]
         dirty.clear()
         return records
