@@ -10,7 +10,9 @@ Usage::
             ...
 
 The socket path is resolved as libxenstore does (xenstore-protocol.md §8):
-``$XENSTORED_PATH``, else ``$XENSTORED_RUNDIR/socket``, else ``/run/xenstored/socket``.
+``$XENSTORED_PATH``, else ``$XENSTORED_RUNDIR/socket``, else ``/run/xenstored/socket``;
+if that cannot be opened (inside a guest), the kernel's ``/dev/xen/xenbus``
+(:mod:`.xenbus`).
 
 Errors: an ``XS_ERROR`` reply is raised as the :mod:`pyxenstored.errors` subclass whose
 ``name`` matches (``ENOENT`` -> :class:`~pyxenstored.errors.NoEntry`, ...); a name without
@@ -22,7 +24,8 @@ request with :class:`ConnectionClosed` and ends :meth:`Client.events`.
 Channel interface
 -----------------
 The client talks to the daemon through a *channel*, a byte pipe with three coroutines
-(see :class:`Channel`). :class:`StreamChannel` is the Unix-socket one; a shared-memory
+(see :class:`Channel`). :class:`StreamChannel` is the Unix-socket one,
+:class:`~.xenbus.AsyncDeviceChannel` the kernel's ``/dev/xen/xenbus``; a shared-memory
 ring channel (``client/ring.py``) plugs in the same way: ``Client(RingChannel(...))``.
 
 ``async send(data: bytes) -> None``
@@ -50,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Protocol, TypeVar, cast, overload
 
@@ -88,6 +92,7 @@ from .values import (
     error_from_reply,
 )
 from .values import ERROR_CLASSES as ERROR_CLASSES  # re-exported
+from .xenbus import AsyncDeviceChannel, default_device_path, is_socket
 
 __all__ = [
     "DEFAULT_SOCKET_PATH",
@@ -184,9 +189,20 @@ class Client:
 
     @classmethod
     async def connect(cls, path: str | None = None) -> Client:
-        """Connect to the daemon's Unix socket (``path`` or :func:`default_socket_path`)."""
-        channel = await StreamChannel.open_unix(path or default_socket_path())
-        return cls(channel)
+        """Connect as libxenstore does: to ``path`` (a Unix socket, or else a xenbus
+        device, told apart by ``stat``), or when None to :func:`default_socket_path`,
+        falling back to the xenbus device (:func:`~.xenbus.default_device_path`)
+        when that cannot be opened."""
+        if path:
+            return cls(await _open_path(path))
+        first = default_socket_path()
+        try:
+            return cls(await _open_path(first))
+        except OSError:
+            device = default_device_path()
+            if device == first or not os.path.exists(device):
+                raise
+            return cls(await _open_path(device))
 
     # -- lifecycle ------------------------------------------------------------------------
     @property
@@ -567,6 +583,12 @@ class Transaction:
         if self.finished:
             raise RuntimeError(f"transaction {self.id} already ended")
         self.finished = True
+
+
+async def _open_path(path: str) -> Channel:
+    if is_socket(path):
+        return await StreamChannel.open_unix(path)
+    return await AsyncDeviceChannel.open(path)
 
 
 async def connect(path: str | None = None) -> Client:

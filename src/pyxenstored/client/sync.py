@@ -1,4 +1,5 @@
-"""Blocking xenstore client for scripts and tests: one socket, one request at a time.
+"""Blocking xenstore client for scripts and tests: one connection (a Unix socket or a
+xenbus device), one request at a time.
 
 Usage::
 
@@ -18,12 +19,13 @@ included (:mod:`.plans`), are shared with :mod:`.aio`.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar, cast, overload
+from typing import Any, Protocol, TypeVar, cast, overload
 
 from ..errors import Again, XenstoreError
 from ..protocol.framing import FramingError, Packet, PacketReader
@@ -57,32 +59,107 @@ from .values import (
     default_socket_path,
     error_from_reply,
 )
+from .xenbus import DeviceChannel, default_device_path, is_socket
 
-__all__ = ["Client", "Transaction"]
+__all__ = ["BlockingChannel", "Client", "SocketChannel", "Transaction", "open_path"]
 
 T = TypeVar("T")
 
 _ID_MAX = 0xFFFFFFFF
 
 
-class Client:
-    """A blocking xenstore connection over a Unix socket.
+class BlockingChannel(Protocol):
+    """The byte pipe under a blocking :class:`Client` (a socket or a xenbus device)."""
 
-    Args:
-        path: the daemon socket; :func:`~.values.default_socket_path` when None.
-        timeout: seconds any single request may wait for its reply (None: forever).
-            A timed-out request raises ``TimeoutError``; its late reply is skipped.
-    """
+    def send(self, data: bytes, timeout: float | None) -> None:
+        """Deliver all of ``data`` (whole messages), in order, or raise OSError
+        (TimeoutError when ``timeout`` seconds pass first)."""
 
-    def __init__(self, path: str | None = None, *, timeout: float | None = None) -> None:
-        self.path = path or default_socket_path()
-        self.timeout = timeout
+    def recv(self, timeout: float | None) -> bytes | None:
+        """The next bytes, split anywhere; ``b""`` at end of stream; None when
+        ``timeout`` seconds pass first. Raises OSError on a broken connection."""
+
+    def fileno(self) -> int:
+        """A descriptor that select() reports readable when ``recv`` has data."""
+
+    def close(self) -> None:
+        """Release the medium (idempotent)."""
+
+
+class SocketChannel:
+    """A :class:`BlockingChannel` over a connected Unix socket."""
+
+    def __init__(self, path: str) -> None:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._sock.connect(self.path)
+            self._sock.connect(path)
         except BaseException:
             self._sock.close()
             raise
+
+    def send(self, data: bytes, timeout: float | None) -> None:
+        self._sock.settimeout(timeout)
+        self._sock.sendall(data)
+
+    def recv(self, timeout: float | None) -> bytes | None:
+        self._sock.settimeout(timeout)
+        try:
+            return self._sock.recv(1 << 16)
+        except (TimeoutError, BlockingIOError):
+            return None
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def open_path(path: str) -> BlockingChannel:
+    """Open ``path`` as libxenstore does: connect if it is a Unix socket, else open it
+    read-write as a xenbus device (:class:`~.xenbus.DeviceChannel`)."""
+    return SocketChannel(path) if is_socket(path) else DeviceChannel(path)
+
+
+def _open_default() -> tuple[str, BlockingChannel]:
+    """libxenstore's ``xs_open(0)``: the daemon socket, else the xenbus device."""
+    first = default_socket_path()
+    try:
+        return first, open_path(first)
+    except OSError:
+        device = default_device_path()
+        if device == first or not os.path.exists(device):
+            raise  # nothing else to try: the socket's error says most
+        return device, open_path(device)
+
+
+class Client:
+    """A blocking xenstore connection over a Unix socket or a xenbus device.
+
+    Args:
+        path: a daemon socket or a xenbus device (told apart by ``stat``); when None,
+            where libxenstore looks: :func:`~.values.default_socket_path`, and if that
+            cannot be opened, :func:`~.xenbus.default_device_path` (inside a guest).
+        timeout: seconds any single request may wait for its reply (None: forever).
+            A timed-out request raises ``TimeoutError``; its late reply is skipped.
+        channel: an open :class:`BlockingChannel` to use instead of ``path``.
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        *,
+        timeout: float | None = None,
+        channel: BlockingChannel | None = None,
+    ) -> None:
+        self.timeout = timeout
+        if channel is not None:
+            self.path = path or "<channel>"
+            self._chan = channel
+        elif path:
+            self.path, self._chan = path, open_path(path)
+        else:
+            self.path, self._chan = _open_default()
         self._framing = PacketReader()
         self._packets: deque[Packet] = deque()
         self._events: deque[WatchEvent] = deque()
@@ -94,15 +171,15 @@ class Client:
     def close(self) -> None:
         """Close the socket (idempotent)."""
         self._closed = True
-        self._sock.close()
+        self._chan.close()
 
     @property
     def closed(self) -> bool:
         return self._closed
 
     def fileno(self) -> int:
-        """The socket's descriptor, for select(); readable means data (maybe an event)."""
-        return self._sock.fileno()
+        """The channel's descriptor, for select(); readable means data (maybe an event)."""
+        return self._chan.fileno()
 
     def __enter__(self) -> Client:
         return self
@@ -118,13 +195,12 @@ class Client:
                 raise ConnectionClosed("client closed")
             # A deadline already past still polls once (timeout 0: non-blocking).
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            self._sock.settimeout(left)
             try:
-                data = self._sock.recv(1 << 16)
-            except (TimeoutError, BlockingIOError):
-                return None
+                data = self._chan.recv(left)
             except OSError as err:
                 raise ConnectionClosed("connection to xenstored failed") from err
+            if data is None:
+                return None
             if not data:
                 raise ConnectionClosed("connection to xenstored closed")
             try:
@@ -145,8 +221,7 @@ class Client:
             req_id = self._next_id
             self._next_id = req_id % _ID_MAX + 1
             try:
-                self._sock.settimeout(self.timeout)
-                self._sock.sendall(encode(op, req_id, tx_id, payload))
+                self._chan.send(encode(op, req_id, tx_id, payload), self.timeout)
             except OSError as err:
                 # A partial write (even a timed-out one) leaves the stream unusable.
                 self.close()
