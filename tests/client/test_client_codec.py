@@ -12,6 +12,8 @@ from pyxenstored.client.aio import (
     ERROR_CLASSES,
     ProtocolError,
     parse_directory_part,
+)
+from pyxenstored.client.plans import (
     plan_directory,
     plan_get_quota,
     plan_set_perms,

@@ -113,10 +113,10 @@ def test_error_reply_raised_as_subclass_or_named_base() -> None:
         ch.error(await ch.requests.get(), "EACCES")
         with pytest.raises(errors.PermissionDenied):
             await task
-        task = asyncio.create_task(client.write("/x", b"1"))
+        written = asyncio.create_task(client.write("/x", b"1"))
         ch.error(await ch.requests.get(), "EQUOTA")
         with pytest.raises(errors.XenstoreError) as info:
-            await task
+            await written
         assert type(info.value) is errors.XenstoreError and info.value.name == "EQUOTA"
 
     run(with_client(body))
@@ -166,7 +166,7 @@ def test_request_ids_wrap_and_skip_ids_in_use() -> None:
         assert (ra.req_id, rb.req_id) == (0xFFFFFFFF, 1)
         ch.reply(rb, b"B")
         ch.reply(ra, b"A")
-        assert await asyncio.gather(a, b) == [b"A", b"B"]
+        assert list(await asyncio.gather(a, b)) == [b"A", b"B"]
 
     run(with_client(body))
 
@@ -220,7 +220,7 @@ def test_directory_falls_back_to_directory_part() -> None:
 
 
 def test_quota_and_domain_calls_decode_replies() -> None:
-    replies = {
+    replies: dict[int, bytes] = {
         Op.GET_QUOTA: b"nodes watches transactions\0",
         Op.GET_DOMAIN_PATH: b"/local/domain/7\0",
         Op.IS_DOMAIN_INTRODUCED: b"F\0",

@@ -12,6 +12,7 @@ import pytest
 
 from pyxenstored import errors
 from pyxenstored.client.aio import ConnectionClosed
+from pyxenstored.client.ring import RingChannel
 from pyxenstored.protocol.wire import HEADER, Op, encode
 from pyxenstored.transports.ring import ERROR_PROTO, ERROR_RINGIDX, RECONNECT
 
@@ -439,7 +440,8 @@ def test_guest_sees_end_of_stream_when_marked_broken() -> None:
         async with SimDaemon() as d:
             g = await d.guest(5)
             await g.write("data", b"1")
-            channel = g._channel  # type: ignore[attr-defined]
+            channel = g._channel
+            assert isinstance(channel, RingChannel)
             ring = channel.guest.ring
             ring.words[513] = (ring.words[512] + 4000) & 0xFFFFFFFF  # a bogus req_prod
             channel.guest.kick()

@@ -134,7 +134,10 @@ def test_session_rules_and_c_answers(procs: Procs, tmp_path: Path) -> None:
     plain = tmp_path / "not-executable"
     plain.write_text("x")
     with Client(sock, timeout=10) as a, Client(sock, timeout=10) as b:
-        lu = lambda c, *args: c.control("live-update", *args)  # noqa: E731
+
+        def lu(c: Client, *args: str) -> bytes:
+            return c.control("live-update", *args)
+
         assert lu(a, "-f", str(tmp_path / "missing")) == b"File not accessible."
         assert lu(a, "-f", str(plain)) == b"File not executable."
         assert lu(a, "-s") == b"Not in live-update session."

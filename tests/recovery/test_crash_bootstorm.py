@@ -12,10 +12,12 @@ import signal
 import threading
 import time
 
+from domains.test_rings_processes import Procs
+
 from pyxenstored import errors
 from pyxenstored.client.sync import Client
 
-from .test_crash_e2e import Procs, connect, start
+from .test_crash_e2e import connect, start
 
 VMS = 30
 THREADS = 5

@@ -486,7 +486,7 @@ def test_inconsistent_records_are_refused(change: object, message: str) -> None:
 
 def test_unknown_records_are_noted_and_skipped() -> None:
     e, records = _base()
-    extra = [UnknownRecord(99, b""), PrivateData(7, b"")]
+    extra: list[Record] = [UnknownRecord(99, b""), PrivateData(7, b"")]
     restored = snapshot.restore([*records, *extra], fresh_like(e))
     assert restored.notes == [
         "type 0x00000063 record ignored",

@@ -225,7 +225,7 @@ def test_event_buffer_overflow_resets_and_looks_everywhere(
     def overflow(fd: int, n: int) -> bytes:
         raise OSError(errno.EFBIG, "overflow")
 
-    monkeypatch.setattr(xl.os, "read", overflow)
+    monkeypatch.setattr(os, "read", overflow)  # the module's os.read
     assert xen.pending() == [ANY_PORT]
     assert kernel.requests()[-1] == xl.IOCTL_EVTCHN_RESET
 
