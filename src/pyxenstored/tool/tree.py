@@ -20,6 +20,7 @@ from typing import Any
 from ..client.sync import Client
 from ..client.values import Perm
 from ..errors import XenstoreError
+from ..protocol.wire import Op
 from .common import (
     Fatal,
     Output,
@@ -231,10 +232,10 @@ class _Ls:
         if self.flat:
             self.max_width = (2**31 - 1) // 2
             self.desired_width = 0
-        else:
-            # Not a terminal: C keeps 80.
-            with contextlib.suppress(OSError, ValueError):
-                self.max_width = os.get_terminal_size(sys.stdout.fileno()).columns - 2
+        # On a terminal its width less 2, even with -f (as C: its ioctl comes after the
+        # options); elsewhere 80, or unbounded with -f.
+        with contextlib.suppress(OSError, ValueError):
+            self.max_width = os.get_terminal_size(sys.stdout.fileno()).columns - 2
         self.out = sys.stdout.buffer
         self.nodes: list[dict[str, Any]] = []
 
@@ -337,7 +338,10 @@ def _chmod(args: argparse.Namespace) -> int:
         if not path:
             return
         try:
-            xs.set_perms(path, perms, tx=tx)
+            if perms:
+                xs.set_perms(path, perms, tx=tx)
+            else:  # the library refuses an empty list; C sends it and the daemon says why
+                xs.request(Op.SET_PERMS, _b(path) + b"\0", tx)
         except XenstoreError as err:
             raise Fatal(f"Error occurred setting permissions on '{path}': {reason(err)}") from err
         if upto:
