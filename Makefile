@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SOCKET ?= $(CURDIR)/run/socket
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test test-xen lint typecheck clean
+.PHONY: venv run test test-xen lint typecheck fuzz clean
 
 venv: $(STAMP)
 
@@ -25,10 +25,18 @@ lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks realxen
 
 typecheck: venv
-	$(VENV)/bin/mypy src/pyxenstored realxen benchmarks
+	$(VENV)/bin/mypy src/pyxenstored realxen benchmarks tests/fuzz
 
 test: venv lint typecheck
 	$(VENV)/bin/pytest -n 2 -q
+
+# Coverage-guided fuzzing of every input surface (tests/fuzz, issue 13): FUZZ_SECONDS per
+# target; failing inputs land in run/fuzz/artifacts/. FUZZ_TARGETS narrows the run.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz: venv
+	$(PY) -m pip install --quiet -e '.[test,fuzz]' || echo "atheris did not install: hypothesis-driven fuzzing"
+	cd tests && ../$(PY) -m fuzz --seconds $(FUZZ_SECONDS) --work $(CURDIR)/run/fuzz $(FUZZ_TARGETS)
 
 # Real Xen in QEMU (docs/real-xen.md): root and apt-get needed, skips with the reason elsewhere.
 # DAEMON=cxenstored runs the same scenarios with Debian's C xenstored (the control run);
