@@ -21,7 +21,14 @@ from ..protocol.framing import FramingError
 from ..protocol.wire import RingFeature
 from ..state.journal import RingRecord
 from ..transports.base import Mapping
-from ..transports.ring import ERROR_PROTO, RING_SIZE, RingBroken, ServerRing
+from ..transports.ring import (
+    ERROR_PROTO,
+    REQ_CONS,
+    RING_SIZE,
+    RSP_PROD,
+    RingBroken,
+    ServerRing,
+)
 
 if TYPE_CHECKING:
     from .rings import RingManager
@@ -219,16 +226,20 @@ class RingSink:
         """Where this ring stands, for the crash journal: requests answered up to
         ``req_cons`` (the bytes of this turn included), the replies and events not yet
         in the ring, and a partial request."""
-        ring = self.ring
+        words = self.ring.words
         conn = self.conn
         queue = self.queue
-        unsent = b"".join(queue)[self.offset :] if queue else b""
-        if conn.out:
-            unsent += b"".join(conn.out)
+        out = conn.out
+        if queue:
+            unsent = b"".join(queue)[self.offset :]
+            if out:
+                unsent += b"".join(out)
+        else:
+            unsent = out[0] if len(out) == 1 else b"".join(out)
         return RingRecord(
             self.domid,
-            (ring.req_cons + self.peeked) & 0xFFFFFFFF,
-            ring.rsp_prod,
+            (words[REQ_CONS] + self.peeked) & 0xFFFFFFFF,
+            words[RSP_PROD],
             unsent,
             conn.reader.pending_data,
         )

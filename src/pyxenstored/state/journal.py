@@ -51,7 +51,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..core.changes import (
     BIRTH,
@@ -183,8 +183,7 @@ def changes_frame(engine: Engine, changes: Changes) -> bytes:
     return frame(META, b"".join(parts))
 
 
-@dataclass(frozen=True, slots=True)
-class RingRecord:
+class RingRecord(NamedTuple):
     """Where one guest's ring stood when a frame was written.
 
     Attributes:
@@ -212,15 +211,13 @@ class RingRecord:
 
 def ring_frame(records: list[RingRecord], inner: bytes = b"") -> bytes:
     """A RING frame: ``records``, then the frame ``inner`` (or none)."""
+    pack = _RING.pack
     parts = [_LEN.pack(len(records))]
-    for rec in records:
-        parts.append(
-            _RING.pack(rec.domid, rec.req_cons, rec.rsp_prod, len(rec.unsent), len(rec.partial))
-        )
-        parts.append(rec.unsent)
-        parts.append(rec.partial)
+    for domid, req_cons, rsp_prod, unsent, partial in records:
+        parts += (pack(domid, req_cons, rsp_prod, len(unsent), len(partial)), unsent, partial)
     parts.append(inner)
-    return frame(RINGS, b"".join(parts))
+    payload = b"".join(parts)
+    return _FRAME.pack(RINGS, len(payload), zlib.crc32(payload)) + payload
 
 
 def _ring_records(payload: bytes) -> tuple[list[RingRecord], bytes]:
