@@ -17,8 +17,10 @@ from .client.values import default_socket_path
 from .errors import XenstoreError
 from .liveconfig.coptions import translate
 from .liveconfig.registry import Registry
+from .runtime.activation import take_listen_fds
 from .runtime.daemon import Detached, Foreground, configure_logging, detach
 from .runtime.loops import LOOPS
+from .runtime.metrics import parse_listen
 from .runtime.rings import XEN_MODES
 from .runtime.server import AlreadyRunning, Server, ServerConfig, StartupError, describe_error
 
@@ -202,6 +204,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="no Unix socket: dom0 connects over its own ring (port from --event)",
     )
     p.add_argument(
+        "--metrics-listen",
+        metavar="[HOST:]PORT",
+        help="serve the statistics as Prometheus metrics over HTTP (host: localhost); "
+        "off by default",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=("auto", "plain", "journal"),
+        default="auto",
+        help="journal: <N> priority prefixes and no timestamps, for systemd's journal "
+        "(auto: when stderr is the journal)",
+    )
+    p.add_argument(
+        "--access-log-format",
+        choices=("pyxenstored", "c"),
+        help="access log lines: ours (default) or C xenstored's trace format",
+    )
+    p.add_argument(
         "--quota-rule",
         choices=("4.21", "4.22"),
         help="quota boundary rule of C xenstored <=4.21 (default) or 4.22",
@@ -241,6 +261,8 @@ def _start_settings(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]
     if args.access_log:
         values["log/access"] = True
         values["log/access-file"] = args.access_log
+    if args.access_log_format is not None:
+        values["log/access-format"] = args.access_log_format
     if args.socket_buffer_max is not None:
         text = str(args.socket_buffer_max)
         values["limits/socket-buffer-bytes"] = _parse(
@@ -284,7 +306,14 @@ def build_config(args: argparse.Namespace) -> tuple[ServerConfig, list[str]]:
             f"--event {args.event}: ignored: dom0's port is read from /proc/xen/xsd_port "
             "(as C xenstored on Linux)"
         )
+    metrics_listen = None
+    if args.metrics_listen:
+        try:
+            metrics_listen = parse_listen(args.metrics_listen)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
     config = ServerConfig(
+        metrics_listen=metrics_listen,
         socket_path=None if args.stub_domain else _absolute(args.socket or default_socket_path()),
         xen=xen,
         sim_xen_dir=_absolute(args.sim_xen),
@@ -329,6 +358,8 @@ def main(argv: Sequence[str] | None = None, *, fork_by_default: bool = True) -> 
     except UsageError as err:
         print(f"pyxenstored: {err}", file=sys.stderr)
         return 1
+    # Before any fork: $LISTEN_PID names this process, and the variables must go.
+    config.listen_fds = take_listen_fds()
     log_file = _absolute(args.log_file)
     fork = fork_by_default and not args.no_fork
     # Fork before anything is opened: no Xen device, no event loop, no log file yet.
@@ -337,7 +368,7 @@ def main(argv: Sequence[str] | None = None, *, fork_by_default: bool = True) -> 
         detach(args.output_pid) if fork and not args.live_update else Foreground(args.output_pid)
     )
     try:
-        where = configure_logging(log_file, detached=fork)
+        where = configure_logging(log_file, detached=fork, style=args.log_format)
     except OSError as err:
         return start.failed(f"cannot open the log file: {describe_error(err)}")
     log.debug("logging to %s", where)

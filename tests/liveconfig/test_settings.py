@@ -20,6 +20,7 @@ from kit.engine import z
 
 from pyxenstored.liveconfig.registry import QUOTAS, SETTINGS
 from pyxenstored.protocol.wire import Op
+from pyxenstored.runtime.metrics import MetricsServer
 from pyxenstored.runtime.server import Server, ServerConfig
 
 DRIVER = 3
@@ -84,6 +85,19 @@ CASES: dict[str, Case] = {
         frozenset({"OK", "ENOENT"}),
         lambda k: with_access_log(k, lambda log: log.replies),
         (b"OK ENOPE", b"ok"),
+    ),
+    "log/access-format": Case(
+        "c", "c", lambda k: with_access_log(k, lambda log: log.format), CHOICE_BAD
+    ),
+    "log/refusal-seconds": Case(
+        "2.5", 2.5, lambda k: k.engine.refusals.interval, (b"nan", b"-1", b"inf", b"abc", b"")
+    ),
+    "metrics/domains": Case(
+        "7",
+        7,
+        # What a scrape of --metrics-listen bounds its per-domain series by.
+        lambda k: MetricsServer(k.engine, k.registry, "localhost", 0).snapshot()[1],
+        INT_BAD,
     ),
     **{
         f"quota/{q}": Case("1500", 1500, get_quota(q), INT_BAD)

@@ -62,6 +62,17 @@ class QuotaAccounting:
         else:
             setattr(self.limits, name.replace("-", "_"), value)
 
+    def quota_detail(self, domid: int, name: str) -> str:
+        """For the refusal log: the limit ``domid`` met and the setting that raises it."""
+        quotas = self.quotas
+        text = f"limit {self.quota(domid, name)} ({quotas.source(domid, name)}"
+        devices = quotas.devices.get(domid, 0)
+        if devices and name in quotas.per_device:
+            text += f" + {devices} devices x driver/{name}"
+        elif not quotas.source(domid, name).startswith("domain/"):
+            text += f", or for this domain only: domain/{domid}/quota/{name}"
+        return text + ")"
+
     def usage(self, domid: int) -> dict[str, int]:
         """What a domain uses of each countable quota (CONTROL quota, statistics)."""
         dom = self.domains.get(domid)
@@ -94,7 +105,13 @@ class QuotaAccounting:
             raise QuotaExceeded("memory", "ENOMEM")
         soft = self.quota(caller.domid, "soft-memory")
         if soft and used >= soft:
-            self.refusals.note(caller.domid, "soft-memory", refused=False)
+            domid = caller.domid
+            self.refusals.note(
+                domid,
+                "soft-memory",
+                lambda: self.quota_detail(domid, "soft-memory"),
+                refused=False,
+            )
 
     def paused(self, conn: Connection, queued: int = 0) -> bool:
         """Whether a domain's ring must not be read for now: it has as many replies and

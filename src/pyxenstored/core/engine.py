@@ -11,6 +11,7 @@ its reply; the initial event of WATCH comes after its ``OK``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -61,6 +62,20 @@ _pack = HEADER.pack
 _ERROR = int(Op.ERROR)
 
 
+#: Errors the refusal log counts (see core.refusals).
+_NOTED = (QuotaExceeded, Again, PermissionDenied)
+
+
+def _describe_request(packet: Packet) -> str:
+    """``OP first-argument`` of a request, printable and short (for a log line)."""
+    try:
+        name = Op(packet.op).name
+    except ValueError:
+        name = str(packet.op)
+    arg = packet.payload.split(b"\0", 1)[0][:120].decode("ascii", "backslashreplace")
+    return f"{name} {arg}".rstrip()
+
+
 def _error_message(req_id: int, tx_id: int, name: str) -> bytes:
     body = wire_name(name).encode("ascii") + b"\0"
     return _pack(_ERROR, req_id, tx_id, len(body)) + body
@@ -108,6 +123,9 @@ class Engine(QuotaAccounting, DomainLifecycle):
         self.quotas = QuotaTable(self.limits)
         self.conflict_guard = ConflictGuard()
         self.refusals = RefusalLog()
+        #: Told ``(domid, True)`` when a domain is introduced and ``(domid, False)`` when
+        #: it is gone (live configuration keeps its statistics node), or None.
+        self.on_domain: Callable[[int, bool], None] | None = None
         #: Live configuration under /tool/xenstored/ (attached by the runtime), or None.
         self.config: ConfigHooks | None = None
         self._self = Caller(priv_domid, True)
@@ -134,6 +152,8 @@ class Engine(QuotaAccounting, DomainLifecycle):
         self.on_request: Callable[[Connection, Packet, bytes], None] | None = None
         #: Requests received, by message type (types 32 and above are not counted).
         self.op_counts = [0] * 32
+        #: domid -> requests of its connections that are gone (until the domain is)
+        self.past_requests: dict[int, int] = {}
         self.stats: dict[str, int] = {
             "commits": 0,
             "conflicts": 0,
@@ -163,6 +183,10 @@ class Engine(QuotaAccounting, DomainLifecycle):
         if conn.closed:
             return
         conn.closed = True
+        if conn.requests:
+            # Per-domain request counts outlive the connections (statistics).
+            domid = conn.caller.domid
+            self.past_requests[domid] = self.past_requests.get(domid, 0) + conn.requests
         if conn.kind != "socket":
             self.domain_changed(conn.caller.domid)
         self.watches.remove_all(conn)
@@ -216,8 +240,8 @@ class Engine(QuotaAccounting, DomainLifecycle):
             return
         except XenstoreError as err:
             msg = _error_message(req_id, tx_id, err.name)
-            if isinstance(err, QuotaExceeded):
-                self.refusals.note(conn.caller.domid, err.quota)
+            if isinstance(err, _NOTED):
+                self._refused(conn, packet, err)
         except Exception:
             # A daemon bug: answer EIO, and log it (at most once a second, so that a
             # client cannot flood the log by repeating the request).
@@ -238,6 +262,24 @@ class Engine(QuotaAccounting, DomainLifecycle):
             except Exception:  # the access log must never cost a reply
                 self.on_request = None
                 log.exception("access log failed; it is off until configured again")
+
+    def _refused(self, conn: Connection, packet: Packet, err: XenstoreError) -> None:
+        """Count (and log, rate-limited) a refusal: a quota's, a permission's, EAGAIN."""
+        caller = conn.caller
+        domid = caller.domid
+        refusals = self.refusals
+        if isinstance(err, QuotaExceeded):
+            quota = err.quota
+            refusals.note(domid, quota, lambda: self.quota_detail(domid, quota))
+        elif isinstance(err, Again):
+            refusals.count_again(domid)
+        elif not caller.privileged:
+            refusals.note(
+                domid,
+                "permission",
+                lambda: _describe_request(packet),
+                level=logging.INFO,
+            )
 
     def _dispatch(
         self, conn: Connection, handler: Any, flags: int, tx_id: int, payload: bytes
@@ -444,7 +486,16 @@ class Engine(QuotaAccounting, DomainLifecycle):
         if not txn.validate(self.conflicts):
             self.stats["conflicts"] += 1
             if guard.history:
-                guard.blame(txn.start_changes, caller.domid, txn.failures(self.conflicts))
+                culprits = guard.blame(
+                    txn.start_changes, caller.domid, txn.failures(self.conflicts)
+                )
+                for culprit in culprits:
+                    if guard.paused(culprit):
+                        self.refusals.note(
+                            culprit,
+                            "conflict",
+                            functools.partial(self._conflict_detail, culprit),
+                        )
                 self._trim_history()
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
@@ -483,6 +534,14 @@ class Engine(QuotaAccounting, DomainLifecycle):
             self._trim_history()
         for effect in effects:
             effect()
+
+    def _conflict_detail(self, domid: int) -> str:
+        guard = self.conflict_guard
+        return (
+            f"its changes failed {guard.blamed.get(domid, 0)} transactions of other domains; "
+            f"its requests wait for credit (limit {guard.burst:g} conflicts: "
+            "conflict/burst-limit; credit returns every conflict/replenish-seconds)"
+        )
 
     def _trim_history(self) -> None:
         open_txns = self.open_txns

@@ -76,6 +76,8 @@ def introduce_domain(e: Engine, domid: int, port: int, *, reset: bool = True) ->
             e.meta_changed()
         dom = Domain(domid, port, conn, e.domain_born(domid), features)
         e.domains[domid] = dom
+        if e.on_domain is not None:
+            e.on_domain(domid, True)
         if domid != e.priv_domid:
             e.watches.fire_special("@introduceDomain", domid, e.tree, e.stale)
     else:

@@ -6,6 +6,7 @@ A mixin of :class:`~pyxenstored.core.engine.Engine` (xenstore-protocol.md §3.6,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..protocol.perms import Perms
@@ -18,6 +19,7 @@ from .connection import Connection
 from .domains import Domain, DomainBackend
 from .permissions import StaleCheck
 from .quota import QuotaTable
+from .refusals import RefusalLog
 from .watches import WatchRegistry
 
 __all__ = ["DomainLifecycle"]
@@ -35,6 +37,9 @@ class DomainLifecycle:
         pending_features: dict[int, int]
         quotas: QuotaTable
         conflict_guard: ConflictGuard
+        refusals: RefusalLog
+        on_domain: Callable[[int, bool], None] | None
+        past_requests: dict[int, int]
         watches: WatchRegistry
         stale: StaleCheck | None
 
@@ -97,6 +102,11 @@ class DomainLifecycle:
             self.engine_op((DEATH, domid, 0))
         self.domain_changed(domid)
         self.conflict_guard.forget(domid)
+        self.refusals.forget(domid)
+        if domid != self.priv_domid:
+            self.past_requests.pop(domid, None)
+        if dom is not None and self.on_domain is not None:
+            self.on_domain(domid, False)
         if dom is not None and dom.conn is not None:
             self.disconnect(dom.conn)
         tree = self.tree

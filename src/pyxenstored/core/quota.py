@@ -168,6 +168,17 @@ class QuotaTable:
                 return values[name]
         return self.limits.value(name)
 
+    def source(self, domid: int, name: str) -> str:
+        """The setting (a node name under ``/tool/xenstored/``) that gives ``domid`` its
+        limit ``name``: the domain's override, its class's value, or the global one."""
+        own = self.overrides.get(domid)
+        if own is not None and name in own:
+            return f"domain/{domid}/quota/{name}"
+        cls = self.domain_class.get(domid)
+        if cls is not None and name in self.classes.get(cls, {}):
+            return f"class/{cls}/quota/{name}"
+        return "quota-soft/memory" if name == "soft-memory" else f"quota/{name}"
+
     def limit(self, domid: int, name: str) -> int:
         """The limit in force for ``domid`` (0: no limit)."""
         key = (domid, name)

@@ -84,7 +84,21 @@ SETTINGS: tuple[Setting, ...] = (
         "level",
         "daemon log level",
     ),
+    Setting(
+        "log/refusal-seconds",
+        FLOAT,
+        10.0,
+        "seconds",
+        "refusals (quota, permission, conflict) logged once per domain and kind per interval",
+    ),
     Setting("log/access", BOOL, False, "on|off", "write one line per request and reply"),
+    Setting(
+        "log/access-format",
+        choice("pyxenstored", "c"),
+        "pyxenstored",
+        "format",
+        "access log lines: ours (one per request and reply), or C xenstored's trace lines",
+    ),
     Setting("log/access-file", TEXT, "", "path", "the access log file (CONTROL logfile)"),
     Setting(
         "log/access-ops",
@@ -156,6 +170,13 @@ SETTINGS: tuple[Setting, ...] = (
         True,
         "on|off",
         "replenish one domain per interval (on) or every domain (off)",
+    ),
+    Setting(
+        "metrics/domains",
+        integer(0),
+        100,
+        "domains",
+        "domains with their own metrics series (the busiest; the rest summed as other)",
     ),
     Setting(
         "features",

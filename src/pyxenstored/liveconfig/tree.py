@@ -32,7 +32,7 @@ from ..protocol.wire import Op
 from ..store.node import Node
 from .kinds import integer
 from .registry import Registry
-from .stats import LiveNode
+from .stats import LiveNode, domain_figures, format_figures
 
 __all__ = ["DEFAULT_CLASSES", "ConfigTree"]
 
@@ -47,6 +47,7 @@ _CLASS_QUOTA = re.compile(r"class/([A-Za-z0-9_-]+)/quota/([a-z-]+)\Z")
 _STRUCTURE = re.compile(r"(domain|class)(/[A-Za-z0-9_-]+(/quota)?)?\Z")
 _QUOTA_VALUE = integer()
 _OP_NAMES = {int(op): op.name for op in Op}
+DOMAIN_STATS = CONFIG_PREFIX + "stats/domain"
 
 
 def _text(value: bytes) -> str:
@@ -97,6 +98,34 @@ class ConfigTree:
         self._ensure(CONFIG_PREFIX + "domain", b"")
         for name, compute in self._counters().items():
             self.add_stat(name, compute)
+        self._sync_domain_stats()
+        e.on_domain = self._domain_event
+
+    # -- per-domain statistics (stats/domain/<domid>) ----------------------------------
+    def _sync_domain_stats(self) -> None:
+        """One node for the privileged domain and each introduced domain; a node left
+        by a snapshot or journal for a domain that is gone goes."""
+        e = self.engine
+        wanted = {e.priv_domid, *e.domains}
+        for domid in sorted(wanted):
+            self._add_domain_stat(domid)
+        top = e.tree.nodes.get(DOMAIN_STATS)
+        for name in list(top.children) if top is not None else ():
+            if not name.isdigit() or int(name) not in wanted:
+                e.tree.remove(f"{DOMAIN_STATS}/{name}")
+
+    def _add_domain_stat(self, domid: int) -> None:
+        e = self.engine
+        self.add_stat(
+            f"domain/{domid}", lambda: format_figures(domain_figures(e, domid))
+        )
+
+    def _domain_event(self, domid: int, introduced: bool) -> None:
+        path = f"{DOMAIN_STATS}/{domid}"
+        if introduced:
+            self._add_domain_stat(domid)
+        elif domid != self.engine.priv_domid and path in self.engine.tree.nodes:
+            self.engine.tree.remove(path)
 
     def _ensure(self, path: str, value: bytes) -> None:
         """Write ``path`` as the daemon unless it already holds ``value`` or was
@@ -210,6 +239,8 @@ class ConfigTree:
             e.features = value
         elif name == "limits/event-queue-bytes":
             e.event_queue_max = value
+        elif name == "log/refusal-seconds":
+            e.refusals.interval = value
 
     def _setting_changed(self, name: str, value: Any) -> None:
         self.apply(name, value)

@@ -4,6 +4,16 @@ It follows the live settings ``log/access`` (on/off), ``log/access-file`` (a fil
 the ``pyxenstored.access`` logger when empty), ``log/access-ops`` and
 ``log/access-replies`` (which request types and which outcomes are written). The file
 is reopened on SIGHUP and whenever its setting changes.
+
+``log/access-format`` chooses the lines: ``pyxenstored`` (the default, one line per
+request and its reply, below) or ``c``: C xenstored's trace lines (``-T``, 4.19 and
+later), so that parsers written for C work unchanged::
+
+    io: IN 0x7f3a9c0d2e10 (d5) 20240117 10:31:02 READ (/local/domain/5/name )
+    io: OUT 0x7f3a9c0d2e10 (d5) 20240117 10:31:02 READ (guest5 )
+
+(``%p`` is a connection's identity while it lives; NULs are shown as spaces.) C also
+traces every watch event it sends; this log holds requests and their replies only.
 """
 
 from __future__ import annotations
@@ -32,12 +42,18 @@ class AccessLog:
     """Writes ``time conn domN tx=T OP req=R payload -> REPLY payload`` lines."""
 
     def __init__(
-        self, path: str, ops: frozenset[str] | None = None, replies: frozenset[str] | None = None
+        self,
+        path: str,
+        ops: frozenset[str] | None = None,
+        replies: frozenset[str] | None = None,
+        format: str = "pyxenstored",
     ) -> None:
         self.path = path
         self.file: TextIO | None = None
         self.ops = ops
         self.replies = replies
+        #: "pyxenstored" or "c" (C xenstored's trace lines)
+        self.format = format
         self.reopen()
 
     def reopen(self) -> None:
@@ -62,13 +78,30 @@ class AccessLog:
         if self.replies is not None and outcome not in self.replies:
             return
         now = time.time()
+        if self.format == "c":
+            line = c_trace(conn, packet.op, packet.payload, "IN", now)
+            line += "\n" + c_trace(conn, rop, body, "OUT", now)
+            self._write(line)
+            return
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
         line = (
             f"{stamp}.{int(now * 1000) % 1000:03d} conn={conn.id} dom{conn.caller.domid} "
             f"tx={packet.tx_id} {op_name} req={packet.req_id} {_show(packet.payload)}"
             f" -> {_OPS.get(rop, str(rop))} {_show(body)}"
         )
+        self._write(line)
+
+    def _write(self, line: str) -> None:
         if self.file is not None:
             self.file.write(line + "\n")
         else:
             log.info("%s", line)
+
+
+def c_trace(conn: Connection, op: int, payload: bytes, direction: str, now: float) -> str:
+    """One of C xenstored's ``io:`` trace lines (tools/xenstored/core.c, trace_io):
+    ``io: IN|OUT <%p> (d<domid>) YYYYMMDD HH:MM:SS <TYPE> (<payload, NUL as space>)``."""
+    stamp = time.strftime("%Y%m%d %H:%M:%S", time.localtime(now))
+    text = payload.decode("ascii", "backslashreplace").replace("\0", " ")
+    name = _OPS.get(op, "**UNKNOWN**")
+    return f"io: {direction} {id(conn):#x} (d{conn.caller.domid}) {stamp} {name} ({text})"

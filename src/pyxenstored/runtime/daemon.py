@@ -10,7 +10,9 @@ then exits 0, or prints that one line and exits 1.
 
 Logs: ``--log-file FILE`` if given (SIGHUP reopens it, for logrotate); else stderr in the
 foreground; detached, syslog when ``/dev/log`` is a socket, else
-``/var/log/xen/pyxenstored.log`` when that directory is writable, else nowhere.
+``/var/log/xen/pyxenstored.log`` when that directory is writable, else nowhere. On
+stderr under systemd (``$JOURNAL_STREAM`` is stderr) the lines carry ``<N>`` priority
+prefixes and no timestamp, so the journal shows each once, at its priority.
 """
 
 from __future__ import annotations
@@ -22,17 +24,20 @@ import os
 import signal
 import stat
 import sys
+from collections.abc import Mapping
 
 __all__ = [
     "DEV_LOG",
     "XEN_LOG_DIR",
     "Detached",
     "Foreground",
+    "JournalFormatter",
     "ReopeningFileHandler",
     "configure_logging",
     "detach",
     "log_target",
     "reopen_log_files",
+    "stderr_is_journal",
 ]
 
 log = logging.getLogger("pyxenstored")
@@ -200,8 +205,42 @@ def log_target(
     return "none", None
 
 
-def configure_logging(log_file: str | None, detached: bool) -> str:
+#: syslog priorities (sd-daemon(3)'s ``<N>`` prefixes) of the logging levels
+_PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
+
+
+class JournalFormatter(logging.Formatter):
+    """Lines for systemd's journal on stderr: ``<N>`` priority prefix on every line
+    (journald reads it), no timestamp (the journal has its own)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = next((p for level, p in _PRIORITIES if record.levelno >= level), 7)
+        prefix = f"<{priority}>"
+        return "\n".join(prefix + line for line in super().format(record).split("\n"))
+
+
+def stderr_is_journal(environ: Mapping[str, str] | None = None, fd: int = 2) -> bool:
+    """Whether ``fd`` is the journal stream systemd connected (``$JOURNAL_STREAM`` is
+    its ``device:inode``, see systemd.exec(5))."""
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    dev, sep, ino = value.partition(":")
+    if not sep or not dev.isdigit() or not ino.isdigit():
+        return False
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return st.st_dev == int(dev) and st.st_ino == int(ino)
+
+
+def configure_logging(log_file: str | None, detached: bool, style: str = "auto") -> str:
     """Send the root logger where :func:`log_target` says; returns where, for the log.
+
+    ``style``: ``journal`` formats stderr lines for the journal (:class:`JournalFormatter`),
+    ``plain`` never does, ``auto`` does when stderr is the journal.
 
     Raises:
         OSError: the log file cannot be opened.
@@ -221,7 +260,11 @@ def configure_logging(log_file: str | None, detached: bool) -> str:
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
     elif kind == "stderr":
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        if style == "journal" or (style == "auto" and stderr_is_journal()):
+            handler.setFormatter(JournalFormatter())
+            kind = "journal"
+        else:
+            handler.setFormatter(logging.Formatter(LOG_FORMAT))
     elif kind == "none":
         handler = logging.NullHandler()
     root = logging.getLogger()

@@ -32,10 +32,12 @@ from ..state.journal import JournalError, Replayed, replay
 from ..state.snapshot import Handover, Restored, restore, save
 from ..state.stream import GlobalData, Record, StateStreamError, decode
 from .accesslog import AccessLog
+from .activation import Passed, serve_passed
 from .daemon import reopen_log_files
 from .journal import Journal, journal_path
 from .liveupdate import LiveUpdate, state_file
 from .loops import loop_factory
+from .metrics import MetricsServer
 from .pidfile import PidFile
 from .rings import RingManager, open_xen
 from .sdnotify import Notifier
@@ -77,6 +79,10 @@ class ServerConfig:
     recover: bool = True
     #: keep a crash journal at all
     journal: bool = True
+    #: listening sockets systemd passed (socket activation): served instead of binding
+    listen_fds: list[Passed] = field(default_factory=list)
+    #: serve the statistics as Prometheus metrics over HTTP here (None: not at all)
+    metrics_listen: tuple[str, int] | None = None
 
 
 class StartupError(Exception):
@@ -254,6 +260,7 @@ class Server:
         self.socket_buffer_max = int(self.registry.get("limits/socket-buffer-bytes"))
         self.clients: set[SocketProtocol] = set()
         self.access_log: AccessLog | None = None
+        self.metrics: MetricsServer | None = None
         self._stop: asyncio.Event | None = None
         self._listeners: list[asyncio.AbstractServer] = []
         #: called once serving (socket bound, rings started, pid file written)
@@ -308,6 +315,7 @@ class Server:
             if self.access_log is not None:
                 self.access_log.close()
             self.access_log = AccessLog(path)
+        self.access_log.format = str(reg.get("log/access-format"))
         self.access_log.ops = reg.get("log/access-ops")
         self.access_log.replies = reg.get("log/access-replies")
         self.engine.on_request = self.access_log
@@ -413,6 +421,10 @@ class Server:
                 )
                 self._owns_socket = True
                 log.info("live update: listening socket adopted (fd %d)", restored.listen_fd)
+            elif config.listen_fds:
+                step = "cannot serve the sockets systemd passed"
+                factory = lambda: self.track(SocketProtocol(self))  # noqa: E731
+                self._listeners += await serve_passed(config.listen_fds, factory, config.backlog)
             elif config.socket_path:
                 step = f"cannot listen on {config.socket_path}"
                 self._listeners.append(await listen_unix(self, config.socket_path, config.backlog))
@@ -430,10 +442,15 @@ class Server:
                 self._use_journal(journal)
                 journal.start()
             self.flush()
+            if config.metrics_listen is not None:
+                host, port = config.metrics_listen
+                step = f"cannot serve metrics on {host}:{port}"
+                self.metrics = MetricsServer(self.engine, self.registry, *config.metrics_listen)
+                log.info("metrics on http://%s:%d/metrics", *self.metrics.start(loop))
             if self.pid_file is not None:
                 step = f"cannot write the pid file {self.pid_file.path}"
                 self.pid_file.write()
-        except (OSError, ValueError, XenstoreError) as err:
+        except (OSError, ValueError, RuntimeError, XenstoreError) as err:
             raise StartupError(f"{step}: {describe_error(err)}") from err
 
     async def _adopt_sockets(self, loop: asyncio.AbstractEventLoop, restored: Restored) -> None:
@@ -589,6 +606,9 @@ class Server:
             self.notifier.stopping()
         for listener in self._listeners:
             listener.close()
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
         if self.rings is not None:
             self.rings.close()
         for proto in list(self.clients):

@@ -267,6 +267,10 @@ def engine_json(engine: Engine) -> dict[str, Any]:
         },
         "stats": e.stats,
         "op_counts": e.op_counts,
+        # Per-domain statistics (liveconfig.stats): counters go on across an update.
+        "past_requests": [[d, n] for d, n in e.past_requests.items()],
+        "refusals": [[d, kind, n] for (d, kind), n in e.refusals.counts.items()],
+        "again": [[d, n] for d, n in e.refusals.again.items()],
     }
 
 
@@ -334,4 +338,14 @@ def apply_engine(doc: dict[str, Any], engine: Engine) -> list[str]:
         e.stats[name] = D.nat(stats.get(name, 0), name)
     counts = D.list_(doc.get("op_counts"), "op_counts", len(e.op_counts))
     e.op_counts = [D.nat(n, "op count") for n in counts]
+    # Absent from streams of versions that kept no per-domain statistics.
+    past = D.pairs(doc.get("past_requests", []), "past_requests")
+    e.past_requests = {D.nat(d, "domid"): D.nat(n, "requests") for d, n in past}
+    refusals = e.refusals
+    refusals.counts = {}
+    for entry in D.list_(doc.get("refusals", []), "refusals"):
+        d, kind, n = D.list_(entry, "refusals", 3)
+        refusals.counts[(D.nat(d, "domid"), D.str_(kind, "kind"))] = D.nat(n, "refusals")
+    again = D.pairs(doc.get("again", []), "again")
+    refusals.again = {D.nat(d, "domid"): D.nat(n, "again") for d, n in again}
     return notes
