@@ -5,6 +5,7 @@ apart. Skipped when the tools are not installed."""
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def make_commands(target: str, program: str) -> list[list[str]]:
     rule = re.search(rf"^{target}:.*\n((?:\t.*\n)+)", text, re.MULTILINE)
     assert rule is not None, f"no rule {target} in the Makefile"
     found = [
-        line.split()[1:]
+        shlex.split(line)[1:]
         for line in rule.group(1).splitlines()
         if line.strip().startswith(f"$(VENV)/bin/{program} ")
     ]
