@@ -118,7 +118,7 @@ def parse_figures(text: str) -> dict[str, int]:
     figures: dict[str, int] = {}
     for pair in text.split():
         name, sep, value = pair.partition("=")
-        if sep and value.isdigit():
+        if sep and name and value.isdigit():
             figures[name] = int(value)
     return figures
 

@@ -38,7 +38,7 @@ from typing import NoReturn
 
 from ..client.values import ConnectionClosed, ProtocolError
 from ..errors import XenstoreError
-from . import admin, tree, tx, watch
+from . import admin, metrics, top, tree, tx, watch
 from .common import Fatal
 from .connect import add_options
 
@@ -47,7 +47,7 @@ __all__ = ["COMMANDS", "PROG", "Parser", "build_parser", "main"]
 PROG = "pyxenstore"
 
 #: The verb modules, in the order ``--help`` lists them; each has ``register(subparsers)``.
-COMMANDS: list[ModuleType] = [tree, watch, tx, admin]
+COMMANDS: list[ModuleType] = [tree, watch, tx, admin, top, metrics]
 
 
 class Parser(argparse.ArgumentParser):
