@@ -31,14 +31,12 @@ from pyxenstored.state.journal import (
 from .invariants import engine_problems
 from .sample import new_engine
 
-#: Finding J1 (reported, not fixed here: ``state/journal.py`` is being changed by its
-#: owner): ``decode_ops`` takes any path bytes and permission mode from a frame whose
-#: checksum is right, so a corrupt journal restores nodes named ``/a\0b`` or with mode
-#: 206 (and, a bad name being nobody's child, accounts that are wrong). While this is
-#: True an input that shows it is passed over (every other input is checked whole).
-#: ``test_findings.py`` has the reproducer, an xfail(strict) test that starts failing
-#: once it is fixed: then set this to False.
-KNOWN_J1 = True
+#: Finding J1, fixed: ``decode_ops`` took any path bytes and permission mode from a
+#: frame whose checksum is right, so a corrupt journal restored nodes named ``/a\0b`` or
+#: with mode 206; it now refuses them (JournalError). ``test_findings.py`` keeps the
+#: reproducer. Set this to True only to pass such inputs over while a regression is
+#: being fixed.
+KNOWN_J1 = False
 _J1 = ("bad path ", "bad child name ", "bad permissions ")
 
 _FRAME = struct.Struct("<4sII")

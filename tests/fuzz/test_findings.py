@@ -27,7 +27,6 @@ def _journal(*ops: tuple[object, ...]) -> bytes:
     return snapshot_frame(new_engine()) + frame(TREE, encode_ops(list(ops)))
 
 
-@pytest.mark.xfail(strict=True, reason="J1: reported to the owner of state/journal.py")
 @pytest.mark.parametrize("op", [
     (CREATE, "/bad\0name", b"", ((0, 0),)),  # a NUL in a path
     (CREATE, "nobody", b"", ((0, 0),)),  # not absolute: the root's child "nobody"?
@@ -41,9 +40,9 @@ def test_j1_a_journal_with_a_bad_path_or_permission_is_refused(op: tuple[object,
         replay(_journal(op), new_engine)
 
 
-def test_j1_allowance_is_still_needed() -> None:
-    """The journal target passes J1 over only while it is reported and unfixed."""
-    assert t_journal.KNOWN_J1
+def test_j1_allowance_is_withdrawn() -> None:
+    """J1 is fixed: the journal target checks every input whole again."""
+    assert not t_journal.KNOWN_J1
 
 
 def test_frames_the_bare_at_is_a_special_path() -> None:

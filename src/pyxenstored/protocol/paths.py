@@ -16,6 +16,7 @@ from ..errors import Invalid
 __all__ = [
     "ancestors",
     "canonicalize",
+    "is_canonical",
     "is_special",
     "parent_of",
     "relative_length",
@@ -67,6 +68,13 @@ def canonicalize(raw: bytes, home: str, allow_special: bool, path_max: int) -> s
     if path_max and len(path) > path_max and relative_length(path) > path_max:
         raise Invalid("path too long")
     return path
+
+
+def is_canonical(raw: bytes) -> bool:
+    """Whether ``raw`` is a path as the store keeps it: absolute (``/a/b``, ``/``) or
+    special (``@name``), with legal characters and no empty component (state restores
+    check what they read with this; requests go through :func:`canonicalize`)."""
+    return bool(_ABSOLUTE.match(raw) or _SPECIAL.match(raw))
 
 
 def is_special(path: str) -> bool:

@@ -65,7 +65,8 @@ from ..core.changes import (
 from ..core.connection import Connection
 from ..core.engine import Engine
 from ..core.transactions import Transaction
-from ..protocol.perms import Perms
+from ..protocol.paths import is_canonical
+from ..protocol.perms import BOTH, NONE, READ, WRITE, Perms
 from ..store.tree import COUNTERS, CREATE, REMOVE, SET_PERMS, SET_VALUE, Tree
 from . import private
 from .snapshot import Restored, dump, load, restore, save
@@ -111,6 +112,7 @@ _OP = struct.Struct("<BIII")  # code, path length, value length, permission coun
 _COUNTERS = struct.Struct("<BQQ")
 _PERM = struct.Struct("<BI")
 _LEN = struct.Struct("<I")
+_MODES = frozenset((NONE, READ, WRITE, BOTH))
 _RING = struct.Struct("<IIIII")  # domid, req_cons, rsp_prod, unsent length, partial length
 
 
@@ -313,7 +315,10 @@ def decode_ops(data: bytes) -> list[tuple[object, ...]]:
                 continue
             code, lp, lv, n = _OP.unpack_from(data, pos)
             pos += _OP.size
-            path = data[pos : pos + lp].decode("ascii")
+            raw_path = data[pos : pos + lp]
+            if not is_canonical(raw_path):
+                raise JournalError(f"a tree operation on a bad path {raw_path!r}")
+            path = raw_path.decode("ascii")
             pos += lp
             value = data[pos : pos + lv]
             pos += lv
@@ -323,7 +328,12 @@ def decode_ops(data: bytes) -> list[tuple[object, ...]]:
                 raise JournalError("a tree operation runs past its frame")
             perms = perms_seen.get(raw)
             if perms is None and n:
-                perms = perms_seen[raw] = tuple(_PERM.iter_unpack(raw))
+                perms = tuple(_PERM.iter_unpack(raw))
+                if any(mode not in _MODES for mode, _ in perms):
+                    raise JournalError(f"a permission mode out of range in {perms}")
+                perms_seen[raw] = perms
+            if code in (CREATE, SET_PERMS) and not n:
+                raise JournalError(f"a node of {path} without permissions")
             if code == SET_VALUE:
                 out.append((SET_VALUE, path, value))
             elif code == CREATE:
