@@ -5,6 +5,17 @@ mark, we stop reading its requests (it cannot make us queue more replies). Watch
 caused by *other* clients still arrive; if the buffer passes ``socket_buffer_max`` the
 client is cut off with a log line, so a watcher that never reads cannot grow memory
 without bound or slow a writer down.
+
+Memory bound (docs/operations.md, "Memory held for one client"): what the daemon holds
+for one client (:meth:`SocketProtocol.held_bytes`: unsent output, requests read but not
+answered, a partial request) stays at most
+
+    max(socket_buffer_max, HIGH_WATER) + READ_CHUNK + PAYLOAD_MAX + 16 + O
+
+where ``O`` is the output one request (its own or another client's) queues for that
+client at once: its reply, and 16 bytes plus path and token per event it causes for the
+client's watches. Each term is checked before more is taken: requests are not read past
+HIGH_WATER of unsent replies, and output is cut off past ``socket_buffer_max``.
 """
 
 from __future__ import annotations
@@ -25,12 +36,16 @@ from ..protocol.wire import HEADER
 if TYPE_CHECKING:
     from .server import Server
 
-__all__ = ["SocketProtocol", "listen_unix"]
+__all__ = ["HIGH_WATER", "READ_CHUNK", "SocketProtocol", "listen_unix"]
 
 log = logging.getLogger("pyxenstored.unix")
 
 #: Bytes of unsent replies at which a client must read before we answer more.
 _HIGH_WATER = 256 * 1024
+HIGH_WATER = _HIGH_WATER
+#: The most one read of a socket hands us (asyncio's and uvloop's read size): requests
+#: received in one go are queued in ``backlog`` whatever the high-water mark says.
+READ_CHUNK = 256 * 1024
 
 
 class SocketProtocol(asyncio.Protocol):
@@ -120,8 +135,11 @@ class SocketProtocol(asyncio.Protocol):
             persist()
             if conn.out_bytes >= _HIGH_WATER:
                 self.deliver(conn)
-                if transport.get_write_buffer_size() >= _HIGH_WATER:
-                    break  # pause_writing() has paused reading; resume_writing() resumes
+                if self.paused:
+                    # pause_writing() paused reading too; resume_writing() goes on. (A
+                    # buffer of exactly the mark pauses nothing: then we go on here, or
+                    # reading would go on and the backlog grow by another read.)
+                    break
         if conn.out:
             self.deliver(conn)
         if self.server.engine.woken:
@@ -158,6 +176,19 @@ class SocketProtocol(asyncio.Protocol):
             self.transport.resume_reading()
             if self.backlog:
                 self._drain_backlog()
+
+    def held_bytes(self) -> int:
+        """What the daemon holds for this client (the quantity the module's memory bound
+        is about): output not yet taken by the kernel, requests read but not answered,
+        and a partial request."""
+        held = sum(len(p.payload) + 16 for p in self.backlog)
+        conn = self.conn
+        if conn is not None:
+            held += conn.out_bytes + conn.reader.pending
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            held += transport.get_write_buffer_size()
+        return held
 
     # delivery -------------------------------------------------------------------------
     def deliver(self, conn: Connection) -> None:
