@@ -143,6 +143,9 @@ class Stats:
     values: dict[str, int]
     #: per-domain figures, by domid
     domains: dict[int, DomainRow]
+    #: when each node was read (monotonic seconds, by relative name), if known: a
+    #: reading of hundreds of nodes under load takes a while, so rates use these
+    read_at: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_nodes(cls, nodes: Mapping[str, str]) -> Stats:

@@ -175,3 +175,15 @@ def test_live_view_in_a_real_terminal(daemon_factory: DaemonFactory, tmux: list[
         time.sleep(0.1)
     else:
         raise AssertionError(f"q did not quit:\n{pane(tmux)}")
+
+
+def test_rates_use_when_each_node_was_read() -> None:
+    """Under load a reading takes long: a node read late in one reading and early in
+    the next must not look slow."""
+    before, now = stats({0: 0, 1: 0}), stats({0: 100, 1: 100})
+    before.read_at = {"domain/0": 10.0, "domain/1": 10.9, "requests/total": 10.5}
+    now.read_at = {"domain/0": 11.0, "domain/1": 11.1, "requests/total": 12.5}
+    view = View(Sample(now, before, 1.0))
+    rows = {r[0]: r for r in rows_of(render(view))}
+    assert rows["0"][1] == "100.0" and rows["1"][1] == "500.0"
+    assert "requests 100.0/s" in render(view)[2]

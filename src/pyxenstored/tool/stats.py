@@ -7,6 +7,8 @@ node that goes away between the two (a domain released meanwhile) is skipped.
 
 from __future__ import annotations
 
+import time
+
 from ..client.sync import Client
 from ..errors import NoEntry, PermissionDenied, XenstoreError
 from ..metrics import STATS_PATH, Stats
@@ -34,6 +36,7 @@ def read_stats(xs: Client) -> Stats:
             f"{STATS_PATH}: permission denied (statistics are for the privileged domain)"
         ) from None
     found: dict[str, str] = {}
+    read_at: dict[str, float] = {}
     todo = list(top)
     while todo:
         rel = todo.pop()
@@ -45,6 +48,9 @@ def read_stats(xs: Client) -> Stats:
                 todo.extend(f"{rel}/{c}" for c in children)
             else:
                 found[rel] = xs.read(path).decode("ascii", "replace")
+                read_at[rel] = time.monotonic()
         except XenstoreError:
             continue  # gone meanwhile (a released domain)
-    return Stats.from_nodes(found)
+    stats = Stats.from_nodes(found)
+    stats.read_at = read_at
+    return stats

@@ -52,20 +52,30 @@ class Sample:
     before: Stats | None
     seconds: float
 
+    def _seconds(self, node: str) -> float:
+        """Time between the two reads of ``node`` (they may lie apart from the
+        readings' ends by a good part of a reading under load), else between the
+        readings."""
+        assert self.before is not None
+        t1, t0 = self.now.read_at.get(node), self.before.read_at.get(node)
+        return t1 - t0 if t1 is not None and t0 is not None else self.seconds
+
     def rate(self, row: DomainRow, name: str) -> float:
         """Per second since the previous reading (0 on the first, or after a reset)."""
         if self.before is None or self.seconds <= 0:
             return 0.0
         old = self.before.domains.get(row.domid)
-        if old is None:
+        seconds = self._seconds(f"domain/{row.domid}")
+        if old is None or seconds <= 0:
             return 0.0
-        return max(0, row.get(name) - old.get(name)) / self.seconds
+        return max(0, row.get(name) - old.get(name)) / seconds
 
     def global_rate(self, name: str) -> float:
         if self.before is None or self.seconds <= 0:
             return 0.0
+        seconds = self._seconds(name)
         delta = self.now.values.get(name, 0) - self.before.values.get(name, 0)
-        return max(0, delta) / self.seconds
+        return max(0, delta) / seconds if seconds > 0 else 0.0
 
 
 def _used(name: str, scale: int = 1) -> Callable[[Sample, DomainRow], str]:
