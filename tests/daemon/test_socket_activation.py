@@ -16,7 +16,7 @@ import pytest
 from pyxenstored.client import SyncClient
 from pyxenstored.runtime.activation import LISTEN_FDS_START, Passed, take_listen_fds
 
-from .helpers import COMMAND, clean_env, fake_systemd, until
+from .helpers import COMMAND, Pids, clean_env, fake_systemd, until
 
 ACTIVATE = shutil.which("systemd-socket-activate")
 
@@ -110,3 +110,31 @@ def test_a_passed_socket_that_is_not_a_stream_socket_is_refused(tmp: Path) -> No
     text = (tmp / "daemon.err").read_text()
     assert "pyxenstored: cannot serve the sockets systemd passed:" in text, text
     assert "Traceback" not in text
+
+
+@pytest.mark.skipif(ACTIVATE is None, reason="systemd-socket-activate is not installed")
+def test_a_detaching_start_serves_the_passed_socket(tmp: Path, pids: Pids) -> None:
+    """Without -N the command forks: the descriptors are taken before the fork (LISTEN_PID
+    names the command), and the detached daemon serves them."""
+    assert ACTIVATE is not None
+    path = str(tmp / "socket")
+    proc = subprocess.Popen(
+        [ACTIVATE, "-l", path, *COMMAND, "--no-journal", "--pid-file", str(tmp / "pid"),
+         "--log-file", str(tmp / "log")],
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert until(lambda: os.path.exists(path))
+        with SyncClient(path, timeout=30) as xs:
+            xs.write("/detached", b"yes")
+        assert proc.wait(30) == 0  # the command returns once the daemon serves
+        assert pids.adopt(tmp / "pid") is not None
+        with SyncClient(path, timeout=10) as xs:
+            assert xs.read("/detached") == b"yes"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "from systemd" in (tmp / "log").read_text()
