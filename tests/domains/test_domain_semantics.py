@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from kit.engine import UNKNOWN_DOMAIN, Kit, z
 
-from pyxenstored.core.handlers_domain import domain_died, domain_shut_down
+from pyxenstored.core.lifecycle import domain_died, domain_shut_down
 from pyxenstored.protocol.wire import DOMID_SELF, Op
 
 

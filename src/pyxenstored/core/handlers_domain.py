@@ -1,14 +1,7 @@
 """Handlers of the domain operations: INTRODUCE, RELEASE, GET_DOMAIN_PATH,
 IS_DOMAIN_INTRODUCED, RESUME, SET_TARGET, GET_FEATURE, SET_FEATURE
-(xenstore-protocol.md §1.4, §3.7, §5.6, §7.3), and the domain lifecycle entry points the
-runtime calls: :func:`introduce_domain` (dom0's own ring at start-up),
-:func:`domain_died` and :func:`domain_shut_down` (VIRQ_DOM_EXC).
-
-Lifecycle contract: a domain is introduced once (``@introduceDomain``), may be
-re-introduced any number of times (its connection and ring are reset, nothing fires),
-and leaves exactly once, by RELEASE or death, which deletes the nodes it owned, strips
-its grants everywhere and fires ``@releaseDomain``. A guest that breaks the ring
-protocol is only cut off: it leaves when it dies (XSA-325).
+(xenstore-protocol.md §1.4, §3.7, §5.6, §7.3). They parse the request and leave the
+domain life cycle itself (introduction, release, death) to :mod:`.lifecycle`.
 """
 
 from __future__ import annotations
@@ -20,7 +13,8 @@ from ..protocol.args import one_arg, strings
 from ..protocol.numbers import atoi
 from ..protocol.wire import DOMID_SELF, OK
 from .access import View
-from .domains import Domain, parse_domid
+from .domains import parse_domid
+from .lifecycle import domain_died, domain_shut_down, introduce_domain, release_domain
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -28,6 +22,8 @@ if TYPE_CHECKING:
     from .transactions import Transaction
 
 __all__ = [
+    # Re-exported only for tests/fuzz/t_engine.py, which imports them from here; the
+    # life cycle lives in .lifecycle.
     "domain_died",
     "domain_shut_down",
     "h_get_domain_path",
@@ -38,83 +34,13 @@ __all__ = [
     "h_resume",
     "h_set_feature",
     "h_set_target",
-    "introduce_domain",
-    "release_domain",
 ]
-
 
 
 def _port(raw: bytes) -> int:
     if not raw.isdigit() or int(raw) <= 0 or int(raw) > 0xFFFFFFFF:
         raise Invalid("bad event channel port")
     return int(raw)
-
-
-def introduce_domain(e: Engine, domid: int, port: int, *, reset: bool = True) -> Domain:
-    """INTRODUCE (first or repeated), also used by the runtime for dom0's own ring.
-
-    A first introduction maps and binds through the backend, advertises the domain's
-    features (SET_FEATURE may have masked them), records the domain and fires
-    ``@introduceDomain`` unless it is the privileged domain. A repeat only rebinds the
-    event channel. Then, with ``reset`` (every INTRODUCE; not for a ring the daemon
-    attaches to at start-up, whose guest may already be waiting), the connection loses
-    its watches, transactions, queued output and partial input, the four ring indexes
-    become 0 and a pending RECONNECT is completed (xenstore-protocol.md §5.6).
-
-    Raises:
-        NoEntry: the hypervisor does not know the domain.
-        XenstoreError: the backend could not map or bind.
-    """
-    dom = e.domains.get(domid)
-    e.domain_changed(domid)
-    if dom is None:
-        if not e.backend.exists(domid):
-            raise NoEntry("no such domain")
-        features = e.pending_features.get(domid, e.features)
-        conn = e.backend.introduce(domid, port, features)
-        if e.pending_features.pop(domid, None) is not None:
-            e.meta_changed()
-        dom = Domain(domid, port, conn, e.domain_born(domid), features)
-        e.domains[domid] = dom
-        if e.on_domain is not None:
-            e.on_domain(domid, True)
-        if domid != e.priv_domid:
-            e.watches.fire_special("@introduceDomain", domid, e.tree, e.stale)
-    else:
-        dom.port = port
-        e.backend.reintroduce(dom, port)
-    if reset:
-        if dom.conn is not None and not dom.conn.closed:
-            e.reset_connection(dom.conn)
-        e.backend.reset(dom)
-    return dom
-
-
-def release_domain(e: Engine, domid: int) -> None:
-    """RELEASE, or the death of a domain: stop serving its ring, then delete the nodes
-    it owned, strip its grants and fire ``@releaseDomain`` (if it was introduced)."""
-    dom = e.domains.get(domid)
-    if dom is not None:
-        e.backend.release(dom)
-    e.destroy_domain(domid)
-
-
-def domain_shut_down(e: Engine, domid: int) -> None:
-    """The hypervisor says ``domid`` shut down: ``@releaseDomain`` once (RESUME re-arms)."""
-    dom = e.domains.get(domid)
-    if dom is None or dom.shutdown_reported or domid == e.priv_domid:
-        return
-    dom.shutdown_reported = True
-    e.domain_changed(domid)
-    e.watches.fire_special("@releaseDomain", domid, e.tree, e.stale)
-
-
-def domain_died(e: Engine, domid: int) -> None:
-    """The hypervisor says ``domid`` is dead (or dying): forget it as RELEASE would."""
-    if domid == e.priv_domid:
-        return
-    if domid in e.domains or domid in e.births:
-        release_domain(e, domid)
 
 
 def h_introduce(

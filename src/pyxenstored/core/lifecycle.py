@@ -1,7 +1,18 @@
-"""Domain lifecycle in the engine: which domains exist and since when (stale grants,
-XSA-322/XSA-417), connection resets, and the cleanup when a domain dies or is released.
+"""The domain life cycle: which domains exist and since when (stale grants,
+XSA-322/XSA-417), introduction, connection resets, and the cleanup when a domain dies or
+is released (xenstore-protocol.md §3.6, §5.6).
 
-A mixin of :class:`~pyxenstored.core.engine.Engine` (xenstore-protocol.md §3.6, §5.6).
+:class:`DomainLifecycle` is a mixin of :class:`~pyxenstored.core.engine.Engine`; the
+entry points are functions of an engine, called by the INTRODUCE and RELEASE handlers and
+by the runtime: :func:`introduce_domain` (also dom0's own ring at start-up),
+:func:`release_domain`, and :func:`domain_died` / :func:`domain_shut_down`
+(VIRQ_DOM_EXC).
+
+Contract: a domain is introduced once (``@introduceDomain``), may be re-introduced any
+number of times (its connection and ring are reset, nothing fires), and leaves exactly
+once, by RELEASE or death, which deletes the nodes it owned, strips its grants everywhere
+and fires ``@releaseDomain``. A guest that breaks the ring protocol is only cut off: it
+leaves when it dies (XSA-325).
 """
 
 from __future__ import annotations
@@ -9,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..errors import NoEntry
 from ..protocol.perms import Perms
 from ..protocol.wire import DOMID_ANY, DOMID_FIRST_RESERVED
 from ..store.node import Node
@@ -22,7 +34,16 @@ from .quota import QuotaTable
 from .refusals import RefusalLog
 from .watches import WatchRegistry
 
-__all__ = ["DomainLifecycle"]
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = [
+    "DomainLifecycle",
+    "domain_died",
+    "domain_shut_down",
+    "introduce_domain",
+    "release_domain",
+]
 
 
 class DomainLifecycle:
@@ -148,3 +169,70 @@ class DomainLifecycle:
                     other.conn.caller.target = -1
         if dom is not None:
             self.watches.fire_special("@releaseDomain", domid, tree, self.stale)
+
+
+def introduce_domain(e: Engine, domid: int, port: int, *, reset: bool = True) -> Domain:
+    """INTRODUCE (first or repeated), also used by the runtime for dom0's own ring.
+
+    A first introduction maps and binds through the backend, advertises the domain's
+    features (SET_FEATURE may have masked them), records the domain and fires
+    ``@introduceDomain`` unless it is the privileged domain. A repeat only rebinds the
+    event channel. Then, with ``reset`` (every INTRODUCE; not for a ring the daemon
+    attaches to at start-up, whose guest may already be waiting), the connection loses
+    its watches, transactions, queued output and partial input, the four ring indexes
+    become 0 and a pending RECONNECT is completed (xenstore-protocol.md §5.6).
+
+    Raises:
+        NoEntry: the hypervisor does not know the domain.
+        XenstoreError: the backend could not map or bind.
+    """
+    dom = e.domains.get(domid)
+    e.domain_changed(domid)
+    if dom is None:
+        if not e.backend.exists(domid):
+            raise NoEntry("no such domain")
+        features = e.pending_features.get(domid, e.features)
+        conn = e.backend.introduce(domid, port, features)
+        if e.pending_features.pop(domid, None) is not None:
+            e.meta_changed()
+        dom = Domain(domid, port, conn, e.domain_born(domid), features)
+        e.domains[domid] = dom
+        if e.on_domain is not None:
+            e.on_domain(domid, True)
+        if domid != e.priv_domid:
+            e.watches.fire_special("@introduceDomain", domid, e.tree, e.stale)
+    else:
+        dom.port = port
+        e.backend.reintroduce(dom, port)
+    if reset:
+        if dom.conn is not None and not dom.conn.closed:
+            e.reset_connection(dom.conn)
+        e.backend.reset(dom)
+    return dom
+
+
+def release_domain(e: Engine, domid: int) -> None:
+    """RELEASE, or the death of a domain: stop serving its ring, then delete the nodes
+    it owned, strip its grants and fire ``@releaseDomain`` (if it was introduced)."""
+    dom = e.domains.get(domid)
+    if dom is not None:
+        e.backend.release(dom)
+    e.destroy_domain(domid)
+
+
+def domain_shut_down(e: Engine, domid: int) -> None:
+    """The hypervisor says ``domid`` shut down: ``@releaseDomain`` once (RESUME re-arms)."""
+    dom = e.domains.get(domid)
+    if dom is None or dom.shutdown_reported or domid == e.priv_domid:
+        return
+    dom.shutdown_reported = True
+    e.domain_changed(domid)
+    e.watches.fire_special("@releaseDomain", domid, e.tree, e.stale)
+
+
+def domain_died(e: Engine, domid: int) -> None:
+    """The hypervisor says ``domid`` is dead (or dying): forget it as RELEASE would."""
+    if domid == e.priv_domid:
+        return
+    if domid in e.domains or domid in e.births:
+        release_domain(e, domid)

@@ -45,7 +45,7 @@ from ..core.caller import Caller
 from ..core.connection import Connection
 from ..core.domains import Domain
 from ..core.engine import Engine
-from ..core.handlers_domain import domain_died, domain_shut_down, introduce_domain
+from ..core.lifecycle import domain_died, domain_shut_down, introduce_domain
 from ..errors import Invalid, NoEntry
 from ..protocol.wire import RingFeature
 from ..state.journal import RingRecord
