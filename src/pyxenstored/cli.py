@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .client.values import default_socket_path
+from .core.quota import RULES
 from .errors import XenstoreError
 from .liveconfig.coptions import translate
 from .liveconfig.registry import Registry
@@ -223,7 +224,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--quota-rule",
-        choices=("4.21", "4.22"),
+        choices=RULES,
         help="quota boundary rule of C xenstored <=4.21 (default) or 4.22",
     )
     _c_options(p)

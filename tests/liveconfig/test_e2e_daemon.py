@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pyxenstored.client import SyncClient
+from pyxenstored.core.quota import HARD_QUOTA_NAMES
 from pyxenstored.errors import Invalid, NoEntry
 
 XENSTORE_CONTROL = "/usr/lib/xen-4.17/bin/xenstore-control"
@@ -121,19 +122,6 @@ def xsctl(socket_path: str, *args: str, check: bool = True) -> subprocess.Comple
     )
 
 
-QUOTA_NAMES = (
-    "nodes",
-    "watches",
-    "outstanding",
-    "memory",
-    "transactions",
-    "transaction-nodes",
-    "node-permissions",
-    "path-max",
-    "node-size",
-)
-
-
 def table(text: str) -> dict[str, int]:
     rows = {}
     for line in text.splitlines()[1:]:
@@ -146,7 +134,7 @@ def table(text: str) -> dict[str, int]:
 def test_xenstore_control_quota(module_daemon: str) -> None:
     out = xsctl(module_daemon, "quota").stdout
     assert out.startswith("Quota settings:")
-    assert set(table(out)) == set(QUOTA_NAMES)
+    assert set(table(out)) == set(HARD_QUOTA_NAMES)
 
 
 def test_xenstore_control_quota_set_agrees_with_tree_and_get_quota(module_daemon: str) -> None:

@@ -18,7 +18,7 @@ from ..protocol.args import strings
 from ..protocol.wire import OK
 from .access import View
 from .domains import parse_domid
-from .quota import QUOTA_NAMES
+from .quota import HARD_QUOTA_NAMES, QUOTA, QUOTA_NAMES
 
 if TYPE_CHECKING:
     from .confighooks import ConfigHooks
@@ -31,20 +31,6 @@ __all__ = ["COMMANDS", "Command", "h_control"]
 log = logging.getLogger("pyxenstored.control")
 
 Command = Callable[["Engine", list[str]], bytes]
-
-_QUOTA_HELP = {
-    "nodes": "Nodes per domain",
-    "watches": "Watches per domain",
-    "outstanding": "Outstanding requests per domain",
-    "memory": "Total Xenstore memory per domain (error level)",
-    "soft-memory": "Total Xenstore memory per domain (warning level)",
-    "transactions": "Transactions per domain",
-    "transaction-nodes": "Max. number of accessed nodes per transaction",
-    "node-permissions": "Max. number of permissions per node",
-    "path-max": "Max. length of a node path",
-    "node-size": "Max. size of a node",
-}
-
 
 def _text(lines: list[str]) -> bytes:
     return "".join(line + "\n" for line in lines).encode("ascii") + b"\0"
@@ -96,9 +82,9 @@ def _logfile(e: Engine, args: list[str]) -> bytes:
 
 
 def _quota_table(e: Engine, soft: bool) -> bytes:
-    names = ["soft-memory"] if soft else [n for n in QUOTA_NAMES if n != "soft-memory"]
+    names = ("soft-memory",) if soft else HARD_QUOTA_NAMES
     title = "Soft quota settings:" if soft else "Quota settings:"
-    return _text([title] + [f"{n:<17}: {e.limits.value(n):>8} {_QUOTA_HELP[n]}" for n in names])
+    return _text([title] + [f"{n:<17}: {e.limits.value(n):>8} {QUOTA[n].c_help}" for n in names])
 
 
 def _quota_set(e: Engine, args: list[str], soft: bool) -> bytes:

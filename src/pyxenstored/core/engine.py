@@ -382,16 +382,14 @@ class Engine(QuotaAccounting, DomainLifecycle):
 
     def _global_path_limit(self) -> int:
         """The longest relative path length allowed by the global path-max (0: any)."""
-        limit = self.limits.path_max
-        return limit - 1 if limit and self.limits.rule == "4.22" else limit
+        return self.limits.most(self.limits.path_max)
 
     def _path_limit(self, caller: Caller) -> int:
         """The same for ``caller``: as in C 4.17 the limit binds everyone, and a domain
         may have its own (override or class)."""
         if caller.privileged:
             return self._global_path_limit()
-        limit = self.quota(caller.domid, "path-max")
-        return limit - 1 if limit and self.limits.rule == "4.22" else limit
+        return self.limits.most(self.quota(caller.domid, "path-max"))
 
     def limits_changed(self) -> None:
         """Drop what depends on the limits (call after changing ``self.limits``)."""

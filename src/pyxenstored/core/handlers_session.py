@@ -44,10 +44,9 @@ def h_watch(
     if (path, token) in conn.watches:
         raise Exists()
     if not caller.privileged:
-        count = len(conn.watches) + (1 if e.limits.rule == "4.22" else 0)
-        if e.limits.exceeded(count, e.quota(caller.domid, "watches")):
-            # C xenstored <=4.21 answered E2BIG here; 4.22 answers ENOSPC.
-            raise QuotaExceeded("watches", "ENOSPC" if e.limits.rule == "4.22" else "E2BIG")
+        limits = e.limits
+        if limits.exceeded_before_adding(len(conn.watches), e.quota(caller.domid, "watches")):
+            raise QuotaExceeded("watches", limits.watch_error)
     relative = raw[:1] not in (b"/", b"@")
     e.watches.add(Watch(conn, path, token, len(caller.home) + 1 if relative else 0, depth))
     if conn.kind != "socket":
@@ -89,8 +88,8 @@ def h_transaction_start(
         raise Busy("nested transaction")
     caller = conn.caller
     if not caller.privileged:
-        count = len(conn.transactions) + (1 if e.limits.rule == "4.22" else 0)
-        if e.limits.exceeded(count, e.quota(caller.domid, "transactions")):
+        limit = e.quota(caller.domid, "transactions")
+        if e.limits.exceeded_before_adding(len(conn.transactions), limit):
             raise QuotaExceeded("transactions")
     txid = conn.next_txid
     while txid == 0 or txid in conn.transactions:

@@ -17,26 +17,131 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from typing import Literal
 
-__all__ = ["QUOTA_NAMES", "Limits", "QuotaTable", "backend_device_domain"]
+__all__ = [
+    "HARD_QUOTA_NAMES",
+    "QUOTA",
+    "QUOTAS",
+    "QUOTA_NAMES",
+    "RULES",
+    "Limits",
+    "Quota",
+    "QuotaRule",
+    "QuotaTable",
+    "backend_device_domain",
+]
+
+#: C xenstored's quota boundaries: "4.21" (and before) refuses when count > limit,
+#: "4.22" when count >= limit.
+QuotaRule = Literal["4.21", "4.22"]
+RULES: tuple[QuotaRule, ...] = ("4.21", "4.22")
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """One quota, as every route shows it: ``name`` is C's (GET/SET_QUOTA, CONTROL
+    ``quota``), ``setting`` its node under ``/tool/xenstored/``, ``help`` the setting's
+    description and ``c_help`` C's text in ``xenstore-control quota``."""
+
+    name: str
+    default: int
+    unit: str
+    help: str
+    c_help: str
+
+    @property
+    def setting(self) -> str:
+        """Its node under ``/tool/xenstored/`` (soft-memory, a warning level, is C's
+        ``quota-soft``)."""
+        return "quota-soft/memory" if self.name == "soft-memory" else f"quota/{self.name}"
+
+
+#: Every quota, in C's enum order (the order GET_QUOTA lists them in).
+QUOTAS: tuple[Quota, ...] = (
+    Quota("nodes", 1000, "nodes", "nodes a domain may own", "Nodes per domain"),
+    Quota("watches", 128, "watches", "watches per domain", "Watches per domain"),
+    Quota(
+        "outstanding",
+        20,
+        "requests",
+        "requests in flight per domain before its ring is not read",
+        "Outstanding requests per domain",
+    ),
+    Quota(
+        "memory",
+        2621440,
+        "bytes",
+        "memory per domain before its ring is not read",
+        "Total Xenstore memory per domain (error level)",
+    ),
+    Quota(
+        "soft-memory",
+        2097152,
+        "bytes",
+        "memory per domain above which a warning is logged",
+        "Total Xenstore memory per domain (warning level)",
+    ),
+    Quota(
+        "transactions",
+        10,
+        "transactions",
+        "open transactions per domain",
+        "Transactions per domain",
+    ),
+    Quota(
+        "transaction-nodes",
+        1024,
+        "nodes",
+        "nodes one transaction may touch",
+        "Max. number of accessed nodes per transaction",
+    ),
+    Quota(
+        "node-permissions",
+        5,
+        "entries",
+        "permission entries per node",
+        "Max. number of permissions per node",
+    ),
+    Quota(
+        "path-max",
+        2048,
+        "bytes",
+        "path length after /local/domain/<N>/",
+        "Max. length of a node path",
+    ),
+    Quota(
+        "node-size",
+        2048,
+        "bytes",
+        "node size: value, permissions and child names",
+        "Max. size of a node",
+    ),
+)
+#: The quotas by name.
+QUOTA: dict[str, Quota] = {q.name: q for q in QUOTAS}
+#: The names GET_QUOTA lists, in C's enum order.
+QUOTA_NAMES: tuple[str, ...] = tuple(q.name for q in QUOTAS)
+#: The limits proper (CONTROL ``quota``, settings ``quota/<name>``): all but soft-memory.
+HARD_QUOTA_NAMES: tuple[str, ...] = tuple(n for n in QUOTA_NAMES if n != "soft-memory")
 
 
 @dataclass
 class Limits:
-    """Global quota values (the registry keeps them in step with the settings)."""
+    """Global quota values (the registry keeps them in step with the settings), and the
+    boundary rule: every 4.21/4.22 decision is one of the methods below."""
 
-    nodes: int = 1000
-    watches: int = 128
-    transactions: int = 10
-    outstanding: int = 20
-    memory: int = 2621440
-    soft_memory: int = 2097152
-    transaction_nodes: int = 1024
-    node_permissions: int = 5
-    path_max: int = 2048
-    node_size: int = 2048
-    #: "4.21": refuse when count > limit; "4.22": refuse when count >= limit.
-    rule: str = "4.21"
+    nodes: int = QUOTA["nodes"].default
+    watches: int = QUOTA["watches"].default
+    transactions: int = QUOTA["transactions"].default
+    outstanding: int = QUOTA["outstanding"].default
+    memory: int = QUOTA["memory"].default
+    soft_memory: int = QUOTA["soft-memory"].default
+    transaction_nodes: int = QUOTA["transaction-nodes"].default
+    node_permissions: int = QUOTA["node-permissions"].default
+    path_max: int = QUOTA["path-max"].default
+    node_size: int = QUOTA["node-size"].default
+    rule: QuotaRule = "4.21"
 
     def __setattr__(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)
@@ -53,24 +158,27 @@ class Limits:
             return False
         return count >= limit if self.rule == "4.22" else count > limit
 
+    def exceeded_before_adding(self, count: int, limit: int) -> bool:
+        """Whether one more may not be added to the ``count`` a domain has now (WATCH,
+        TRANSACTION_START): C checks the count before it adds, and 4.22 counts the new
+        one too."""
+        return self.exceeded(count + 1 if self.rule == "4.22" else count, limit)
+
+    def most(self, limit: int) -> int:
+        """The largest count ``limit`` allows (0: no limit): the limit itself under
+        <=4.21's ``>``, one fewer under 4.22's ``>=``."""
+        return limit - 1 if limit and self.rule == "4.22" else limit
+
+    @property
+    def watch_error(self) -> str:
+        """The error a refused WATCH answers: C <=4.21 said E2BIG, 4.22 says ENOSPC."""
+        return "ENOSPC" if self.rule == "4.22" else "E2BIG"
+
     def value(self, name: str) -> int:
         """The global value of quota ``name`` (``soft-memory`` included)."""
         return int(getattr(self, name.replace("-", "_")))
 
 
-#: The names GET_QUOTA lists, in C's enum order.
-QUOTA_NAMES: tuple[str, ...] = (
-    "nodes",
-    "watches",
-    "outstanding",
-    "memory",
-    "soft-memory",
-    "transactions",
-    "transaction-nodes",
-    "node-permissions",
-    "path-max",
-    "node-size",
-)
 _LIMIT_FIELDS = frozenset(f.name for f in fields(Limits))
 assert all(n.replace("-", "_") in _LIMIT_FIELDS for n in QUOTA_NAMES)
 

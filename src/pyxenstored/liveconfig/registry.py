@@ -14,24 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.quota import HARD_QUOTA_NAMES, QUOTA, RULES
 from ..errors import ERRNO_NAMES, Invalid
 from ..protocol.wire import Op
 from .kinds import BOOL, FLOAT, Kind, choice, integer, names
 
 __all__ = ["QUOTAS", "SETTINGS", "Registry", "Setting"]
 
-#: Quota names in C's GET_QUOTA order (xenstore-protocol.md §6.1).
-QUOTAS: tuple[str, ...] = (
-    "nodes",
-    "watches",
-    "outstanding",
-    "memory",
-    "transactions",
-    "transaction-nodes",
-    "node-permissions",
-    "path-max",
-    "node-size",
-)
+#: The quotas set under ``quota/``, in C's GET_QUOTA order (the table is core.quota's;
+#: soft-memory is ``quota-soft/memory``).
+QUOTAS: tuple[str, ...] = HARD_QUOTA_NAMES
 
 OP_NAMES: tuple[str, ...] = tuple(op.name for op in Op if op not in (Op.INVALID, Op.RESTRICT))
 REPLY_NAMES: tuple[str, ...] = ("OK", *ERRNO_NAMES)
@@ -56,18 +48,6 @@ class Setting:
     unit: str
     help: str
 
-
-_QUOTA_DEFAULTS = {
-    "nodes": (1000, "nodes", "nodes a domain may own"),
-    "watches": (128, "watches", "watches per domain"),
-    "outstanding": (20, "requests", "requests in flight per domain before its ring is not read"),
-    "memory": (2621440, "bytes", "memory per domain before its ring is not read"),
-    "transactions": (10, "transactions", "open transactions per domain"),
-    "transaction-nodes": (1024, "nodes", "nodes one transaction may touch"),
-    "node-permissions": (5, "entries", "permission entries per node"),
-    "path-max": (2048, "bytes", "path length after /local/domain/<N>/"),
-    "node-size": (2048, "bytes", "node size: value, permissions and child names"),
-}
 
 #: What each device a domain serves as a backend adds to its limits (driver domains).
 _DRIVER_DEFAULTS = {
@@ -117,24 +97,17 @@ SETTINGS: tuple[Setting, ...] = (
     *(
         # path-max can be lowered, never raised past XENSTORE_REL_PATH_MAX (as C's -M).
         Setting(
-            f"quota/{q}",
-            integer(0, 2048) if q == "path-max" else integer(),
-            d,
-            unit,
-            text + " (0: no limit)",
+            q.setting,
+            integer(0, 2048) if q.name == "path-max" else integer(),
+            q.default,
+            q.unit,
+            q.help + (" (0: never)" if q is QUOTA["soft-memory"] else " (0: no limit)"),
         )
-        for q, (d, unit, text) in _QUOTA_DEFAULTS.items()
-    ),
-    Setting(
-        "quota-soft/memory",
-        integer(),
-        2097152,
-        "bytes",
-        "memory per domain above which a warning is logged (0: never)",
+        for q in QUOTA.values()
     ),
     Setting(
         "quota/rule",
-        choice("4.21", "4.22"),
+        choice(*RULES),
         "4.21",
         "rule",
         "quota boundaries of C xenstored <=4.21 (count > limit) or 4.22 (>=)",
