@@ -67,7 +67,7 @@ GUEST_XENSTORE_VERBS = ("read", "write", "ls", "list", "rm", "exists", "watch", 
 #: the daemons a boot can serve with; the value is what /etc/default/xencommons names
 DAEMONS = ("pyxenstored", "cxenstored")
 #: scenarios in the order one boot runs them (later ones rely on nothing earlier ones left)
-SCENARIOS = ("smoke", "liveconfig", "devices", "bootstorm", "liveupdate", "crash")
+SCENARIOS = ("smoke", "tool", "liveconfig", "devices", "bootstorm", "liveupdate", "crash")
 #: scenarios that only pyxenstored can pass (C xenstored does not survive its own crash)
 PYXENSTORED_ONLY = frozenset({"crash"})
 

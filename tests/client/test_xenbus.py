@@ -146,3 +146,25 @@ def test_no_socket_and_no_device_raises_the_sockets_error(
     with pytest.raises(FileNotFoundError) as info:
         SyncClient()
     assert info.value.filename is None or "socket" in str(info.value.filename)
+
+
+def test_the_device_is_never_polled_for_writing(
+    device: FakeXenbus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linux's xenbus_file_poll reports only readability: a client that waits for the
+    device to become writable waits forever (as the first real-Xen run showed)."""
+    assert device.client_fd is not None
+    real_select = xenbus.select.select
+    polled_for_writing = []
+
+    def select(r: list[int], w: list[int], x: list[int], timeout: float | None = None) -> object:
+        if w:
+            polled_for_writing.append(w)
+            return [], [], []  # what the real device would answer: never writable
+        return real_select(r, w, x, timeout)
+
+    monkeypatch.setattr(xenbus.select, "select", select)
+    with SyncClient(channel=DeviceChannel(fd=device.client_fd), timeout=10) as xs:
+        xs.write("/xb/poll", b"1")
+        assert xs.read("/xb/poll") == b"1"
+    assert polled_for_writing == []

@@ -26,7 +26,6 @@ import asyncio
 import os
 import select
 import stat
-import time
 from collections.abc import Iterator, Mapping
 
 from ..protocol.wire import HEADER, HEADER_SIZE
@@ -108,17 +107,15 @@ class DeviceChannel:
     def send(self, data: bytes, timeout: float | None) -> None:
         """Write ``data`` (whole messages), one ``write()`` per message.
 
+        ``timeout`` does not apply: the kernel's device takes a write at once (it hands
+        the request to xenstored and returns) and its ``poll`` never reports it
+        writable, so waiting for writability would wait forever (seen on real Xen).
+
         Raises:
-            TimeoutError: the device accepted nothing for ``timeout`` seconds.
             OSError: the device refused the write.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
         for message in split_messages(data):
             while message:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                _, ready, _ = select.select([], [self.fileno()], [], left)
-                if not ready:
-                    raise TimeoutError("the xenbus device accepted nothing")
                 written = os.write(self.fileno(), message)
                 message = message[written:]
 
@@ -140,8 +137,10 @@ class DeviceChannel:
 
 
 class AsyncDeviceChannel:
-    """An asyncio :class:`~.aio.Channel` over a xenbus device (non-blocking descriptor
-    watched by the event loop; the device supports ``poll``)."""
+    """An asyncio :class:`~.aio.Channel` over a xenbus device: a non-blocking descriptor
+    whose readability the event loop watches (the device's ``poll`` reports queued
+    replies). Writes are not polled for: the kernel's device takes them at once and
+    never reports itself writable; only a stand-in that says EAGAIN is waited for."""
 
     def __init__(self, fd: int) -> None:
         os.set_blocking(fd, False)
