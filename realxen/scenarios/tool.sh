@@ -10,7 +10,7 @@ source "$PXS_HOME/dom0/lib.sh"
 cd "$PXS_CHECKOUT" || die "no checkout at $PXS_CHECKOUT"
 t0=$(uptime_s)
 # the device itself first: one write, one read through it, by each tool
-XENSTORED_PATH=/dev/xen/xenbus timeout 60 .venv/bin/pyxenstore write /tool-check/a "via xenbus" \
+XENSTORED_PATH=/dev/xen/xenbus timeout 60 .venv/bin/pyxenstore write /tool-check/a "via xenbus" 2>> "$PXS_LOG" \
     || die "pyxenstore write over /dev/xen/xenbus failed"
 got=$(XENSTORED_PATH=/dev/xen/xenbus timeout 30 xenstore-read /tool-check/a) \
     || die "xenstore-read over /dev/xen/xenbus failed"
