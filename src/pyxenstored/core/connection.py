@@ -7,7 +7,7 @@ can be recognised and contained (it must never stall a writer).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from ..protocol.framing import PacketReader
 from .caller import Caller
@@ -16,7 +16,20 @@ if TYPE_CHECKING:
     from .transactions import Transaction
     from .watches import Watch
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "ConnectionKind", "Sink"]
+
+#: What carries a connection's bytes: a Unix socket, or a domain's shared ring.
+ConnectionKind = Literal["socket", "ring"]
+
+
+class Sink(Protocol):
+    """The runtime object that delivers a connection's queued output (``conn.out``) to
+    its transport: the socket protocol (``runtime/unix.py``) or a domain's ring
+    (``runtime/ringsink.py``). The core only stores it; the runtime calls
+    :meth:`deliver` for every connection the engine woke."""
+
+    def deliver(self, conn: Connection) -> None:
+        """Hand as much of ``conn.out`` as the transport takes now to the transport."""
 
 
 class Connection:
@@ -51,7 +64,7 @@ class Connection:
         "watches",
     )
 
-    def __init__(self, conn_id: int, caller: Caller, kind: str, features: int) -> None:
+    def __init__(self, conn_id: int, caller: Caller, kind: ConnectionKind, features: int) -> None:
         self.id = conn_id
         self.caller = caller
         self.kind = kind
@@ -67,8 +80,8 @@ class Connection:
         self.closed = False
         self.requests = 0
         self.events_dropped = 0
-        #: The runtime's delivery object for this connection (opaque to the core).
-        self.sink: Any = None
+        #: The runtime's delivery object for this connection (None until it has one).
+        self.sink: Sink | None = None
 
     def take_output(self) -> list[bytes]:
         """Everything queued, emptying the queue (for the transport)."""

@@ -15,7 +15,6 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from ..errors import (
     Again,
@@ -43,11 +42,11 @@ from .caller import Caller
 from .changes import DEVICE_ADD, DEVICE_REMOVE, TXN_END, TXN_START, Changes
 from .confighooks import ConfigHooks
 from .conflicts import ConflictGuard
-from .connection import Connection
+from .connection import Connection, ConnectionKind
 from .control import COMMANDS, Command
 from .domains import Domain, DomainBackend, NoHypervisor
 from .lifecycle import DomainLifecycle
-from .optable import MUTATES, NODES, NOTID, PRIV, TABLE
+from .optable import MUTATES, NODES, NOTID, PRIV, TABLE, Handler, Reply
 from .permissions import StaleCheck
 from .quota import Limits, QuotaTable
 from .refusals import RefusalLog
@@ -169,7 +168,9 @@ class Engine(QuotaAccounting, DomainLifecycle):
         self.quotas.on_device = self._device_op
 
     # -- connections -----------------------------------------------------------------
-    def connect(self, caller: Caller, kind: str, features: int | None = None) -> Connection:
+    def connect(
+        self, caller: Caller, kind: ConnectionKind, features: int | None = None
+    ) -> Connection:
         """Register a new connection (a socket client or a domain's ring)."""
         conn_id = self._next_conn
         self._next_conn += 1
@@ -227,7 +228,9 @@ class Engine(QuotaAccounting, DomainLifecycle):
                 result = handler(self, conn, self.tree, None, payload)
             else:
                 result = self._dispatch(conn, handler, flags, tx_id, payload)
-            if result.__class__ is bytes:
+            # One handler (WATCH) answers a pair; isinstance on the exact type is as
+            # cheap as a class test, and lets the type checker follow the two shapes.
+            if isinstance(result, bytes):
                 reply = result
             else:
                 reply, after = result
@@ -282,8 +285,8 @@ class Engine(QuotaAccounting, DomainLifecycle):
             )
 
     def _dispatch(
-        self, conn: Connection, handler: Any, flags: int, tx_id: int, payload: bytes
-    ) -> Any:
+        self, conn: Connection, handler: Handler, flags: int, tx_id: int, payload: bytes
+    ) -> Reply:
         """The general path: privilege check, transaction lookup, transaction logging."""
         caller = conn.caller
         if flags & PRIV and not caller.privileged:

@@ -8,9 +8,11 @@ engine, from these flags.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias
 
 from ..protocol.wire import Op
+from .access import View
+from .connection import Connection
 from .control import h_control
 from .handlers_domain import (
     h_get_domain_path,
@@ -41,14 +43,24 @@ from .handlers_tree import (
     h_write,
 )
 
-__all__ = ["MUTATES", "NODES", "NOTID", "PRIV", "TABLE"]
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .transactions import Transaction
+
+__all__ = ["MUTATES", "NODES", "NOTID", "PRIV", "TABLE", "Handler", "Reply"]
 
 PRIV = 1  #: privileged callers only (EACCES otherwise)
 NOTID = 2  #: the tx_id field is ignored
 MUTATES = 4  #: changes the store: logged inside a transaction and replayed at commit
 NODES = 8  #: looks at nodes: counts against a transaction's transaction-nodes limit
 
-Handler = Callable[..., Any]
+#: What a handler returns: the reply payload, or (WATCH only) the reply and the event
+#: that must follow it.
+Reply: TypeAlias = "bytes | tuple[bytes, bytes]"
+#: A request handler: the engine, the requesting connection, the view it works on (the
+#: live tree, or the transaction's), the transaction (None outside one) and the payload;
+#: it returns the reply or raises an XenstoreError to refuse.
+Handler: TypeAlias = "Callable[[Engine, Connection, View, Transaction | None, bytes], Reply]"
 
 TABLE: dict[int, tuple[Handler, int]] = {
     Op.CONTROL: (h_control, PRIV),
