@@ -25,7 +25,14 @@ from .runtime.metrics import parse_listen
 from .runtime.rings import XEN_MODES
 from .runtime.server import AlreadyRunning, Server, ServerConfig, StartupError, describe_error
 
-__all__ = ["UsageError", "build_config", "default_socket_path", "main", "parse_args"]
+__all__ = [
+    "UsageError",
+    "build_config",
+    "build_parser",
+    "default_socket_path",
+    "main",
+    "parse_args",
+]
 
 log = logging.getLogger("pyxenstored")
 
@@ -139,6 +146,12 @@ def _c_options(p: argparse.ArgumentParser) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The daemon's command line, parsed (exit 2 with one line on a usage error)."""
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The daemon's argument parser (also the source of the pyxenstored(8) man page)."""
     p = _Parser(prog="pyxenstored", description="Xen xenstore daemon")
     p.add_argument("--socket", help="Unix socket path (default: as libxenstore looks for it)")
     p.add_argument("--loop", choices=sorted(LOOPS), default="auto", help="event loop")
@@ -228,7 +241,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="quota boundary rule of C xenstored <=4.21 (default) or 4.22",
     )
     _c_options(p)
-    return p.parse_args(argv)
+    return p
 
 
 class UsageError(Exception):
