@@ -56,7 +56,9 @@ def test_c_format_lines_match_c_xenstored_trace(tmp_path: Path) -> None:
     ]
     # The same connection is the same %p on every line; another is another.
     assert len({line.split()[2] for line in lines}) == 1
-    assert int(matches[0][4]) >= 2024 and 1 <= int(matches[0][5]) <= 12
+    first = matches[0]
+    assert first is not None
+    assert int(first[4]) >= 2024 and 1 <= int(first[5]) <= 12
 
 
 def test_the_format_follows_its_setting(tmp_path: Path) -> None:

@@ -9,12 +9,13 @@ import socket
 import threading
 import time
 import urllib.request
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from daemon.helpers import run
 from prometheus_client.openmetrics.parser import (
-    text_string_to_metric_families as parse_openmetrics,
+    text_string_to_metric_families as _parse_openmetrics,
 )
 from prometheus_client.parser import text_string_to_metric_families as parse
 
@@ -25,6 +26,9 @@ from .helpers import bootstorm, pyxenstore
 
 if TYPE_CHECKING:
     from conftest import DaemonFactory, DaemonProcess
+
+#: The OpenMetrics parser, typed here (the library leaves it unannotated).
+parse_openmetrics: Callable[[str], Iterable[Any]] = _parse_openmetrics
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
