@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import pytest
 
@@ -135,31 +135,44 @@ def start_daemon(
     return daemon
 
 
-class DaemonFactory:
-    """Starts daemons for one test (or module) and kills them all at teardown."""
+class _Stoppable(Protocol):
+    def stop(self) -> object: ...
+
+
+S = TypeVar("S", bound=_Stoppable)
+
+
+class _Factory(Generic[S]):
+    """What a factory started and the short directories it made: all of it stopped and
+    removed by :meth:`cleanup` (the fixture's teardown)."""
 
     def __init__(self) -> None:
-        self.started: list[DaemonProcess] = []
+        self.started: list[S] = []
         self.dirs: list[Path] = []
 
-    def __call__(self, *extra: str, **kwargs: Any) -> DaemonProcess:
-        directory = short_tmpdir()
-        self.dirs.append(directory)
-        daemon = start_daemon(directory, *extra, **kwargs)
-        self.started.append(daemon)
-        return daemon
-
     def new_dir(self) -> Path:
-        """A fresh short directory cleaned up with the daemons."""
+        """A fresh short directory, removed at teardown."""
         directory = short_tmpdir()
         self.dirs.append(directory)
         return directory
 
+    def keep(self, thing: S) -> S:
+        """Stop ``thing`` at teardown."""
+        self.started.append(thing)
+        return thing
+
     def cleanup(self) -> None:
-        for daemon in self.started:
-            daemon.stop()
+        for thing in self.started:
+            thing.stop()
         for directory in self.dirs:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+class DaemonFactory(_Factory[DaemonProcess]):
+    """Starts daemons for one test (or module) and kills them all at teardown."""
+
+    def __call__(self, *extra: str, **kwargs: Any) -> DaemonProcess:
+        return self.keep(start_daemon(self.new_dir(), *extra, **kwargs))
 
 
 @pytest.fixture
@@ -270,26 +283,12 @@ class ServerThread:
         self._thread.join(10)
 
 
-class ServerThreadFactory:
+class ServerThreadFactory(_Factory[ServerThread]):
     """Starts in-process servers with ServerConfig overrides; stops them at teardown."""
 
-    def __init__(self) -> None:
-        self.started: list[ServerThread] = []
-        self.dirs: list[Path] = []
-
     def __call__(self, **overrides: Any) -> ServerThread:
-        directory = short_tmpdir()
-        self.dirs.append(directory)
-        config = ServerConfig(socket_path=str(directory / "socket"), **overrides)
-        st = ServerThread(config)
-        self.started.append(st)
-        return st.start()
-
-    def cleanup(self) -> None:
-        for st in self.started:
-            st.stop()
-        for directory in self.dirs:
-            shutil.rmtree(directory, ignore_errors=True)
+        config = ServerConfig(socket_path=str(self.new_dir() / "socket"), **overrides)
+        return self.keep(ServerThread(config)).start()
 
 
 @pytest.fixture
