@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SOCKET ?= $(CURDIR)/run/socket
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test test-xen lint typecheck fuzz clean
+.PHONY: venv run test test-xen lint typecheck fuzz docs clean
 
 venv: $(STAMP)
 
@@ -25,10 +25,16 @@ lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks realxen
 
 # Two runs: to mypy, tests/liveupdate/ and benchmarks/liveupdate.py are one module name.
-# tests/tool/ (the pyxenstore command's tests, being written) joins once it is clean.
 typecheck: venv
 	$(VENV)/bin/mypy src/pyxenstored realxen benchmarks
-	$(VENV)/bin/mypy tests --exclude '^tests/tool/'
+	$(VENV)/bin/mypy tests
+
+# Man pages pyxenstore(1) and pyxenstored(8), generated from the argument parsers.
+docs: venv
+	@mkdir -p man
+	$(PY) -m pyxenstored.tool.manpage pyxenstored.tool.main:build_parser 1 > man/pyxenstore.1
+	$(PY) -m pyxenstored.tool.manpage pyxenstored.cli:build_parser 8 > man/pyxenstored.8
+	@echo "man pages in man/: man -l man/pyxenstore.1"
 
 test: venv lint typecheck
 	$(VENV)/bin/pytest -n 2 -q
@@ -51,4 +57,4 @@ test-xen: venv
 		-p no:cacheprovider -o timeout=1500
 
 clean:
-	rm -rf $(VENV) run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) run man .pytest_cache .mypy_cache .ruff_cache

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -154,16 +155,18 @@ def test_the_device_is_never_polled_for_writing(
     """Linux's xenbus_file_poll reports only readability: a client that waits for the
     device to become writable waits forever (as the first real-Xen run showed)."""
     assert device.client_fd is not None
-    real_select = xenbus.select.select
+    real_select = select.select
     polled_for_writing = []
 
-    def select(r: list[int], w: list[int], x: list[int], timeout: float | None = None) -> object:
+    def fake_select(
+        r: list[int], w: list[int], x: list[int], timeout: float | None = None
+    ) -> object:
         if w:
             polled_for_writing.append(w)
             return [], [], []  # what the real device would answer: never writable
         return real_select(r, w, x, timeout)
 
-    monkeypatch.setattr(xenbus.select, "select", select)
+    monkeypatch.setattr(select, "select", fake_select)
     with SyncClient(channel=DeviceChannel(fd=device.client_fd), timeout=10) as xs:
         xs.write("/xb/poll", b"1")
         assert xs.read("/xb/poll") == b"1"

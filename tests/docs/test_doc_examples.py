@@ -20,7 +20,7 @@ FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
 
 def blocks() -> list[tuple[str, str, str]]:
     """(id, language, code) of every runnable block."""
-    found = []
+    found: list[tuple[str, str, str]] = []
     for doc in DOCS:
         text = doc.read_text()
         for m in FENCE.finditer(text):

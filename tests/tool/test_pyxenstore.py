@@ -54,7 +54,8 @@ def test_mkdir_and_getperms(daemon: str, xs: SyncClient) -> None:
     out = pyxs(daemon, "getperms", "-p", "/j/a", "/j/m1")
     assert out.stdout == b"/j/a: n0 r5\n/j/m1: n0\n"
     # getperms' output is chmod's input
-    assert pyxs(daemon, "chmod", "/j/m1", *out.stdout.split(b"\n")[0].split()[1:]).returncode == 0
+    modes = out.stdout.decode().splitlines()[0].split()[1:]
+    assert pyxs(daemon, "chmod", "/j/m1", *modes).returncode == 0
     assert xs.get_perms("/j/m1") == ["n0", "r5"]
     bad = pyxs(daemon, "mkdir", "/j//x")
     assert bad.returncode == 1 and bad.stderr.startswith(b"pyxenstore mkdir: could not create")

@@ -97,8 +97,8 @@ def register(subparsers: SubParsers) -> None:
     p.set_defaults(func=_quota, parser=p)
     p.add_argument("-d", "--domid", type=int, default=None, help="a domain's own value")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("name", nargs="?")
-    p.add_argument("value", nargs="?", type=int)
+    p.add_argument("name", nargs="?", metavar="NAME", help="a quota (nodes, watches, ...)")
+    p.add_argument("value", nargs="?", type=int, metavar="VALUE", help="its new value")
 
     p = subparsers.add_parser(
         "control",
@@ -110,5 +110,5 @@ def register(subparsers: SubParsers) -> None:
     p.set_defaults(func=_control, parser=p)
     add_socket_flag(p)
     p.add_argument("--json", action="store_true", help="print the reply as a JSON string")
-    p.add_argument("command", nargs="?", metavar="CMD")
-    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG")
+    p.add_argument("command", nargs="?", metavar="CMD", help="the command (try help)")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG", help="its arguments")

@@ -30,7 +30,17 @@ __all__ = ["add_options", "open_async_client", "open_client"]
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
-    """Add ``--connect`` and ``--timeout`` to the top-level parser."""
+    """Add ``--connect`` and ``--timeout`` to the top-level parser, and say in its
+    epilog how xenstored is found and what the exit statuses mean."""
+    parser.epilog = (
+        "Without --connect, xenstored is found as libxenstore finds it: "
+        "$XENSTORED_PATH, else $XENSTORED_RUNDIR/socket, else /run/xenstored/socket; if that "
+        "cannot be opened, the xenbus device ($XENSTORED_PATH, else /dev/xen/xenbus, else "
+        "/proc/xen/xenbus), which is how a tool inside a Linux guest reaches the store. "
+        "A path is opened as a socket or as a device by what it is. "
+        "Exit status: 0 on success, 1 when an operation fails, on a usage error or when "
+        "xenstored cannot be reached (control: 2 without a command, 3 when it fails)."
+    )
     parser.add_argument(
         "--connect",
         metavar="PATH",

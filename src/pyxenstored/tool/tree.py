@@ -418,7 +418,7 @@ def register(subparsers: SubParsers) -> None:
     p.add_argument("-p", "--prefix", action="store_true", help="print 'KEY: ' before each value")
     p.add_argument("-R", "--raw", action="store_true", help="print the bytes as they are")
     _json_flag(p)
-    p.add_argument("key", nargs="+")
+    p.add_argument("key", nargs="+", metavar="KEY", help="a xenstore path")
 
     p = verb(
         "write",
@@ -429,7 +429,7 @@ def register(subparsers: SubParsers) -> None:
         "transaction.",
     )
     p.add_argument("-R", "--raw", action="store_true", help="store VALUE as it is")
-    p.add_argument("pairs", nargs="+", metavar="KEY VALUE")
+    p.add_argument("pairs", nargs="+", metavar="KEY VALUE", help="a path and its new value")
 
     p = verb(
         "rm",
@@ -443,7 +443,7 @@ def register(subparsers: SubParsers) -> None:
         action="store_true",
         help="also remove each parent left without a value and without children",
     )
-    p.add_argument("key", nargs="+")
+    p.add_argument("key", nargs="+", metavar="KEY", help="a xenstore path")
 
     p = verb(
         "mkdir",
@@ -452,7 +452,7 @@ def register(subparsers: SubParsers) -> None:
         "Create each KEY with an empty value unless it exists (with missing parents), "
         "in one transaction.",
     )
-    p.add_argument("key", nargs="+")
+    p.add_argument("key", nargs="+", metavar="KEY", help="a xenstore path")
 
     p = verb(
         "exists",
@@ -462,7 +462,7 @@ def register(subparsers: SubParsers) -> None:
         "(with --json, print {KEY: true|false}).",
     )
     _json_flag(p)
-    p.add_argument("key", nargs="+")
+    p.add_argument("key", nargs="+", metavar="KEY", help="a xenstore path")
 
     p = verb(
         "list",
@@ -472,7 +472,7 @@ def register(subparsers: SubParsers) -> None:
     )
     p.add_argument("-p", "--prefix", action="store_true", help="print 'KEY/' before each name")
     _json_flag(p)
-    p.add_argument("key", nargs="+")
+    p.add_argument("key", nargs="+", metavar="KEY", help="a xenstore path")
 
     p = verb(
         "ls",
@@ -487,7 +487,7 @@ def register(subparsers: SubParsers) -> None:
         "-p", "--prefix", action="store_true", help="print the permissions of each node too"
     )
     _json_flag(p)
-    p.add_argument("path", nargs="*")
+    p.add_argument("path", nargs="*", metavar="PATH", help="where to start (default: /)")
 
     p = verb(
         "chmod",
@@ -501,8 +501,8 @@ def register(subparsers: SubParsers) -> None:
     p.add_argument(
         "-r", "--recurse", action="store_true", help="also set them on everything below KEY"
     )
-    p.add_argument("key")
-    p.add_argument("modes", nargs="*", metavar="MODE")
+    p.add_argument("key", metavar="KEY", help="a xenstore path")
+    p.add_argument("modes", nargs="*", metavar="MODE", help="n, r, w or b and a domain id (n0, r5)")
 
     p = verb(
         "getperms",
@@ -512,4 +512,4 @@ def register(subparsers: SubParsers) -> None:
     )
     p.add_argument("-p", "--prefix", action="store_true", help="print 'KEY: ' first")
     _json_flag(p)
-    p.add_argument("key", nargs="+")
+    p.add_argument("key", nargs="+", metavar="KEY", help="a xenstore path")

@@ -169,4 +169,6 @@ def register(subparsers: SubParsers) -> None:
     p.set_defaults(func=_tx, parser=p)
     p.add_argument("--retries", type=int, default=16, help="retries after a conflict (default 16)")
     p.add_argument("--json", action="store_true", help="print a JSON list of the results")
-    p.add_argument("ops", nargs="*", metavar="OP")
+    p.add_argument(
+        "ops", nargs="*", metavar="OP", help="one operation and its arguments, as one word"
+    )

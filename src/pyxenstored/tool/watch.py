@@ -73,4 +73,4 @@ def register(subparsers: SubParsers) -> None:
     p.add_argument(
         "--json", action="store_true", help="print each event as a JSON object {path, token}"
     )
-    p.add_argument("key", nargs="+")
+    p.add_argument("key", nargs="+", metavar="KEY", help="a path to watch (also the token)")
