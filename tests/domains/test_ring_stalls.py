@@ -7,6 +7,7 @@ import asyncio
 
 from pyxenstored import errors
 from pyxenstored.protocol.wire import HEADER, Op, encode
+from pyxenstored.transports.ring import ERROR_COMM
 
 from .simharness import SimDaemon, run, until
 
@@ -95,5 +96,33 @@ def test_conflict_credit_pauses_a_guest_and_returns() -> None:
             assert not done.done()
             await asyncio.wait_for(done, 5)
             assert await d0.read("/shared") == b"later"
+
+    run(body)
+
+
+def test_privileged_rings_are_cut_off_at_the_socket_cap_which_follows_the_setting() -> None:
+    """A privileged ring's events are never dropped; past limits/socket-buffer-bytes of
+    undelivered output its ring is failed, as a privileged socket is cut off (the
+    setting is live)."""
+
+    async def body() -> None:
+        async with SimDaemon(priv_domid=7) as d:
+            rings = d.rings
+            assert rings.privileged_cap == 16 << 20
+            await d.d0().write("/tool/xenstored/limits/socket-buffer-bytes", b"65536")
+            assert rings.privileged_cap == 65536
+            guest = d.raw_guest(7)  # privileged (the toolstack domain), never reads
+            await d.d0().introduce(7, 0, 107)
+            guest.ring.write(encode(Op.WATCH, 1, 0, b"/\0all\0"))
+            guest.kick()
+            sink = rings.by_domid[7]
+            await until(lambda: sink.conn.out_bytes > 0 or sink.ring.rsp_prod > 0)
+            for i in range(400):
+                await d.d0().write(f"/flood/{'n' * 200}{i}", b"v")  # ~230-byte events
+                if sink.broken:
+                    break
+            assert sink.broken, sink.conn.out_bytes
+            assert sink.conn.out_bytes == 0
+            assert guest.ring.error == ERROR_COMM  # the guest was told why
 
     run(body)

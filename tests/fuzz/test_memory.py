@@ -29,7 +29,7 @@ from pyxenstored.protocol.wire import HEADER_SIZE, PAYLOAD_MAX, Op, encode
 from pyxenstored.runtime.unix import HIGH_WATER, READ_CHUNK, SocketProtocol
 from pyxenstored.transports.ring import GuestRing
 
-from .t_rings import OUTPUT_BOUND, _World
+from .t_rings import EVENT_QUEUE_MAX, OUTPUT_BOUND, _World
 
 if TYPE_CHECKING:
     from conftest import ServerThread, ServerThreadFactory
@@ -187,14 +187,14 @@ def test_a_guest_that_never_reads(reads_requests: bool) -> None:
     assert worst <= OUTPUT_BOUND, (worst, OUTPUT_BOUND)
 
 
-@pytest.mark.xfail(strict=True, reason="M1: reported to the owner of runtime/ringsink.py")
 def test_m1_a_privileged_ring_that_never_reads_is_bounded() -> None:
-    """M1: dom0's own ring (or a privileged guest's) that never reads is not capped: the
-    engine never drops a privileged connection's events, and a ring has no counterpart
-    of the sockets' ``socket-buffer-bytes``. C xenstored 4.17 exempts dom0 from its
-    event quota too; here every other peer is bounded, so this one should be (by
-    ``socket-buffer-bytes``, or by failing the ring as a socket is cut off)."""
+    """M1 (fixed): dom0's own ring (or a privileged guest's) that never reads was not
+    capped: the engine never drops a privileged connection's events, and a ring had no
+    counterpart of the sockets' ``socket-buffer-bytes``. Now past that cap
+    (``RingManager.privileged_cap``, kept equal to the setting by the server) the ring
+    is cut off, as a privileged socket is."""
     world = _World()
+    world.rings.privileged_cap = EVENT_QUEUE_MAX
     world.xen.pages[0] = bytearray(len(world.xen.pages[1]))
     world.introduce(0)
     sink = world.rings.by_domid[0]
@@ -204,4 +204,5 @@ def test_m1_a_privileged_ring_that_never_reads_is_bounded() -> None:
     sink.turn()
     for i in range(3000):
         world.dom0_request(Op.WRITE, b"/%s/%d\0v" % (b"n" * 200, i))
-    assert sink.broken or sink.conn.out_bytes <= OUTPUT_BOUND, sink.conn.out_bytes
+    assert sink.broken, sink.conn.out_bytes
+    assert sink.conn.out_bytes <= OUTPUT_BOUND, sink.conn.out_bytes

@@ -115,6 +115,10 @@ class RingManager:
         self.tick = 0.05
         self._tick_timer: asyncio.TimerHandle | None = None
         self.stats = {"turns": 0, "sweeps": 0, "failed": 0, "stalls": 0}
+        #: undelivered bytes past which a privileged domain's ring is cut off (the
+        #: engine drops no privileged peer's events; the server keeps this equal to
+        #: ``limits/socket-buffer-bytes``, the sockets' cap)
+        self.privileged_cap = 16 << 20
         #: a crash journal is written: rings report where they stand (``dirty``)
         self.journaling = False
         #: rings whose place the next journal frame records (an ordered set)

@@ -22,6 +22,7 @@ from ..protocol.wire import RingFeature
 from ..state.journal import RingRecord
 from ..transports.base import Mapping
 from ..transports.ring import (
+    ERROR_COMM,
     ERROR_PROTO,
     REQ_CONS,
     RING_SIZE,
@@ -96,6 +97,17 @@ class RingSink:
         if self.broken or self.closed:
             return
         manager = self.manager
+        if conn.out_bytes > manager.privileged_cap and conn.caller.privileged:
+            # The engine never drops a privileged peer's events: past the cap a ring
+            # that does not read is cut off, as a privileged socket is.
+            log.warning(
+                "domain %d: %d bytes of replies and events undelivered, past "
+                "limits/socket-buffer-bytes: its ring is no longer served",
+                self.domid,
+                conn.out_bytes,
+            )
+            manager.fail(self, ERROR_COMM, "undelivered output past the cap")
+            return
         try:
             moved = self._push()
             # Room freed below the stall mark: requests left waiting can be read again.

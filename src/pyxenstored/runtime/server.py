@@ -258,6 +258,8 @@ class Server:
         #: tasks the server runs beside serving (kept referenced until done)
         self.background: set[asyncio.Task[None]] = set()
         self.socket_buffer_max = int(self.registry.get("limits/socket-buffer-bytes"))
+        if self.rings is not None:
+            self.rings.privileged_cap = self.socket_buffer_max
         self.clients: set[SocketProtocol] = set()
         self.access_log: AccessLog | None = None
         self.metrics: MetricsServer | None = None
@@ -298,6 +300,8 @@ class Server:
             self._configure_access_log()
         elif name == "limits/socket-buffer-bytes":
             self.socket_buffer_max = int(value)
+            if self.rings is not None:
+                self.rings.privileged_cap = self.socket_buffer_max
         elif name == "conflict/replenish-seconds" and self.rings is not None:
             self.rings.tick = max(0.001, float(value))
 
