@@ -78,7 +78,10 @@ def test_a_dom0_watcher_that_never_reads(server_thread_factory: ServerThreadFact
     watcher = _connect(st.socket_path)
     watcher.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     watcher.sendall(encode(Op.WATCH, 1, 0, b"/\0tok\0"))
-    time.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while st.call(lambda: st.server.engine.watches.count) < 1:
+        assert time.monotonic() < deadline, "the watch was never registered"
+        time.sleep(0.01)
     writer = _connect(st.socket_path)
     # Each WRITE makes one event of 228 bytes for the watcher (it never reads): 700 KB
     # in all, more than the kernel's socket buffers and the cap together.
