@@ -201,7 +201,10 @@ class QuotaAccounting:
                 owned.setdefault(node.owner, set()).add(path)
             for _, d in node.perms[1:]:
                 granted.setdefault(d, set()).add(path)
-        if owned != self.tree.owned or granted != self.tree.granted:
+        tree = self.tree
+        if owned != {d: set(p) for d, p in tree.owned.items()} or granted != {
+            d: set(p) for d, p in tree.granted.items()
+        }:
             problems.append("the owner or grant index is wrong")
         for domid in set(counts) | set(self.tree.owner_count):
             if self.tree.owner_count.get(domid, 0) != counts.get(domid, 0):

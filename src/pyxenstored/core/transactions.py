@@ -276,7 +276,7 @@ class TxnView:
 
     def create(self, path: str, value: bytes, perms: Perms) -> None:
         parent = self._mutable(parent_of(path), CHILDREN)
-        parent.children[path[path.rfind("/") + 1 :]] = None
+        parent.add_child(path[path.rfind("/") + 1 :])
         self.overlay[path] = Node(value, perms)
         self.bases[path] = None
         self.dirty[path] = _ALL_FACETS

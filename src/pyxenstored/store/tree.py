@@ -16,13 +16,20 @@ the prior state of every path it touches so that a failed commit can be rolled b
 methods on an equal tree gives an equal tree, generations and child order included
 (the crash journal; see ``state.journal``). A rolled-back commit leaves no operation of
 its own, only the counters it moved.
+
+Memory (what a node costs is what the store costs): leaves share one empty child list
+(``store.node``); child names and permission lists are *interned*: equal ones share one
+object, through two small caches (bounded: a cache that fills up is emptied and starts
+again, so hostile names cost at most the cache, and names and permissions nodes already
+hold stay shared). The per-domain indexes are dicts (path -> None), which Python keeps
+denser than sets of the same small size.
 """
 
 from __future__ import annotations
 
 from ..protocol.paths import parent_of
 from ..protocol.perms import Perms
-from .node import Node
+from .node import NO_CHILDREN, Node
 
 __all__ = ["COUNTERS", "CREATE", "REMOVE", "SET_PERMS", "SET_VALUE", "Tree", "node_bytes"]
 
@@ -32,6 +39,9 @@ __all__ = ["COUNTERS", "CREATE", "REMOVE", "SET_PERMS", "SET_VALUE", "Tree", "no
 CREATE, SET_VALUE, SET_PERMS, REMOVE, COUNTERS = range(1, 6)
 
 _ABSENT: Node | None = None
+
+#: Entries each interning cache holds before it starts again (a few hundred KiB at most).
+INTERN_MAX = 4096
 
 
 def node_bytes(path: str, node: Node) -> int:
@@ -45,6 +55,8 @@ class Tree:
     """The live store. Callers check permissions and quotas before calling."""
 
     __slots__ = (
+        "_names",
+        "_perms",
         "changes",
         "gen",
         "granted",
@@ -65,10 +77,13 @@ class Tree:
     def __init__(self, root_perms: Perms) -> None:
         self.nodes: dict[str, Node] = {"/": Node(b"", root_perms, gen=0)}
         self.root_owner = root_perms[0][1]
-        #: domid -> paths of the nodes it owns (not for the root's owner)
-        self.owned: dict[int, set[str]] = {}
-        #: domid -> paths of the nodes whose permission entries 1.. name it
-        self.granted: dict[int, set[str]] = {}
+        #: domid -> paths (keys) of the nodes it owns (not for the root's owner)
+        self.owned: dict[int, dict[str, None]] = {}
+        #: domid -> paths (keys) of the nodes whose permission entries 1.. name it
+        self.granted: dict[int, dict[str, None]] = {}
+        #: Interning caches: child name -> itself, permission list -> itself.
+        self._names: dict[str, str] = {}
+        self._perms: dict[Perms, Perms] = {}
         self.gen = 0
         self.changes = 0
         self.owner_count: dict[int, int] = {root_perms[0][1]: 1}
@@ -89,6 +104,29 @@ class Tree:
 
     def __len__(self) -> int:
         return len(self.nodes)
+
+    # -- interning -------------------------------------------------------------------
+    def _name(self, name: str) -> str:
+        """The shared string equal to the child name ``name``."""
+        names = self._names
+        shared = names.get(name)
+        if shared is not None:
+            return shared
+        if len(names) >= INTERN_MAX:
+            names.clear()
+        names[name] = name
+        return name
+
+    def intern_perms(self, perms: Perms) -> Perms:
+        """The shared permission list equal to ``perms``."""
+        cache = self._perms
+        shared = cache.get(perms)
+        if shared is not None:
+            return shared
+        if len(cache) >= INTERN_MAX:
+            cache.clear()
+        cache[perms] = perms
+        return perms
 
     # -- writing ---------------------------------------------------------------------
     def _own(self, path: str, node: Node) -> Node:
@@ -123,7 +161,7 @@ class Tree:
         special = path[:1] == "@"  # special nodes are nobody's: never charged
         if not special:
             self._charge(path, node, -1)
-        node.perms = perms
+        node.perms = perms = self.intern_perms(perms)
         if not special:
             self._charge(path, node, 1)
         self._stamp(node)
@@ -134,10 +172,13 @@ class Tree:
 
     def create(self, path: str, value: bytes, perms: Perms) -> None:
         """Create a node whose parent exists and which does not exist itself."""
-        parent_path = parent_of(path)
+        cut = path.rfind("/")
+        parent_path = path[:cut] if cut > 0 else "/"
         parent = self._own(parent_path, self.nodes[parent_path])
-        parent.children[path[path.rfind("/") + 1 :]] = None
+        parent.add_child(self._name(path[cut + 1 :]))
         self._stamp(parent)
+        if perms is not parent.perms:  # inherited permissions are shared already
+            perms = self.intern_perms(perms)
         node = Node(value, perms, gen=parent.gen)
         if self.journal is not None:
             self.journal.append((path, _ABSENT))
@@ -155,8 +196,8 @@ class Tree:
         """Add a node under its existing parent as it was recorded (a state restore):
         ``gen`` is kept, nothing is stamped, journaled or logged; accounts stay exact."""
         parent = self.nodes[parent_of(path)]
-        parent.children[path[path.rfind("/") + 1 :]] = None
-        node = self.nodes[path] = Node(value, perms, gen=gen)
+        parent.add_child(self._name(path[path.rfind("/") + 1 :]))
+        node = self.nodes[path] = Node(value, self.intern_perms(perms), gen=gen)
         self._charge(path, node, 1)
 
     def replace(self, path: str, node: Node) -> None:
@@ -200,7 +241,10 @@ class Tree:
             self._charge(p, node, -1)
         parent_path = parent_of(path)
         parent = self._own(parent_path, nodes[parent_path])
-        del parent.children[path[path.rfind("/") + 1 :]]
+        children = parent.children
+        del children[path[path.rfind("/") + 1 :]]
+        if not children:
+            parent.children = NO_CHILDREN  # an empty directory costs no dict either
         self._stamp(parent)
         if self.log is not None:
             # The parent's child list changed; the subtree is named by its root only
@@ -213,15 +257,15 @@ class Tree:
         return order
 
     @staticmethod
-    def _index(index: dict[int, set[str]], domid: int, path: str, sign: int) -> None:
+    def _index(index: dict[int, dict[str, None]], domid: int, path: str, sign: int) -> None:
         paths = index.get(domid)
         if sign > 0:
             if paths is None:
-                index[domid] = {path}
+                index[domid] = {path: None}
             else:
-                paths.add(path)
+                paths[path] = None
         elif paths is not None:
-            paths.discard(path)
+            paths.pop(path, None)
             if not paths:
                 del index[domid]
 
