@@ -25,7 +25,9 @@ Operations (each one "op" of the table):
 
 Columns: ``ns/op`` is the median of ``--repeat`` timed loops of ``--iterations`` ops
 each (``best`` their minimum), after ``--warmup`` untimed ops; the loop's own cost (the
-iteration, taking output off the queues) is included and is the same for every op.
+iteration, taking output off the queues) is included and is the same for every op. The
+time is this thread's CPU time (``time.thread_time_ns``), not wall time, so that being
+descheduled on a loaded machine does not count (caches shared with other work still do).
 ``alloc B/op`` and ``blocks/op`` are what tracemalloc sees allocated and *still held*
 after ``--alloc-ops`` ops (a garbage collection first; ``create`` keeps its nodes, the
 others should keep nothing); ``peak B/op`` is the median over those ops of the highest
@@ -174,7 +176,7 @@ class Row:
 
 
 def time_op(run: Callable[[], None], iterations: int, warmup: int, repeat: int) -> list[float]:
-    """ns per op of each of ``repeat`` loops (garbage collection off while timing)."""
+    """CPU ns per op of each of ``repeat`` loops (garbage collection off while timing)."""
     for _ in range(warmup):
         run()
     out = []
@@ -182,10 +184,10 @@ def time_op(run: Callable[[], None], iterations: int, warmup: int, repeat: int) 
         gc.collect()
         gc.disable()
         try:
-            t0 = time.perf_counter_ns()
+            t0 = time.thread_time_ns()
             for _ in range(iterations):
                 run()
-            out.append((time.perf_counter_ns() - t0) / iterations)
+            out.append((time.thread_time_ns() - t0) / iterations)
         finally:
             gc.enable()
     return out
