@@ -67,7 +67,7 @@ def test_a_shared_leaf_gets_its_first_child_on_a_copy() -> None:
     tree = Tree(ROOT)
     tree.create("/a", b"", ROOT)
     captured = tree.nodes["/a"]
-    captured.shared = True
+    captured.share()
     tree.create("/a/b", b"", ROOT)
     assert captured.children is NO_CHILDREN and not NO_CHILDREN
     assert list(tree.nodes["/a"].children) == ["b"] and tree.nodes["/a"] is not captured

@@ -202,7 +202,7 @@ def test_shared_nodes_are_never_changed_in_place(
     for p in [*shared, "/"]:
         node = tree.nodes.get(p)
         if node is not None:
-            node.shared = True
+            node.share()
             captured[p] = (node, node.value, node.perms, tuple(node.children), node.gen)
     for op in during:
         apply(tree, op)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import QuotaExceeded
 from ..protocol.paths import parent_of
-from ..store.node import Node
+from ..store.node import PLAIN_NODES
 from ..store.tree import Tree, node_bytes
 from .caller import Caller
 from .confighooks import ConfigHooks
@@ -133,7 +133,7 @@ class QuotaAccounting:
     def memory_report(self) -> list[str]:
         """A summary of what the store holds (CONTROL memreport)."""
         nodes = self.tree.nodes
-        value_bytes = sum(len(n.value) for n in nodes.values() if type(n) is Node)
+        value_bytes = sum(len(n.value) for n in nodes.values() if type(n) in PLAIN_NODES)
         path_bytes = sum(len(p) for p in nodes)
         return [
             f"nodes: {len(nodes)}",

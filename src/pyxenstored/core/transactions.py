@@ -185,7 +185,7 @@ class TxnView:
             return base
         live = self.tree.nodes.get(path)
         if live is not None:
-            live.shared = True
+            live.share()
         self.observed[path] = (live, facets)
         return live
 
@@ -201,7 +201,7 @@ class TxnView:
             return base
         if not _facets_equal(base, live, facets) or not self._listing_holds(path, live):
             return base
-        live.shared = True
+        live.share()
         return live
 
     def _created_alike(self, path: str, base: Node | None, live: Node | None) -> bool:
@@ -248,7 +248,7 @@ class TxnView:
                     self.doomed = True
                 if live is None:
                     live = Node(b"", ((NONE, 0),))  # a stand-in: this view cannot commit
-                live.shared = True
+                live.share()
                 base = live
                 if seen is None:
                     self.observed[path] = (base, 0)

@@ -204,7 +204,7 @@ def transaction_from_json(tx_id: int, t: dict[str, Any], tree: Tree) -> Transact
             live = nodes.get(path)
             if live is None:
                 raise D.bad(f"a transaction refers to the live node {path}, which is absent")
-            live.shared = True
+            live.share()
             return live
         return D.node(v, path)
 

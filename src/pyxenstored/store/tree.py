@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from ..protocol.paths import parent_of
 from ..protocol.perms import Perms
-from .node import NO_CHILDREN, Node
+from .node import NO_CHILDREN, PLAIN_NODES, Node
 
 __all__ = ["COUNTERS", "CREATE", "REMOVE", "SET_PERMS", "SET_VALUE", "Tree", "node_bytes"]
 
@@ -47,7 +47,7 @@ INTERN_MAX = 4096
 def node_bytes(path: str, node: Node) -> int:
     """What a node costs its owner's memory quota: path, value and permissions."""
     # Statistics nodes (subclasses) compute their value; they store nothing.
-    value = node.value if type(node) is Node else b""
+    value = node.value if type(node) in PLAIN_NODES else b""
     return len(path) + len(value) + 8 * len(node.perms)
 
 
