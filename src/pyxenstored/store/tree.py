@@ -131,9 +131,10 @@ class Tree:
     # -- writing ---------------------------------------------------------------------
     def _own(self, path: str, node: Node) -> Node:
         """The node to mutate: a fresh copy if a transaction holds the old one."""
+        shared = node.shared  # a class attribute (see store.node): look it up once
         if self.journal is not None:
-            self.journal.append((path, node.copy() if not node.shared else node))
-        if node.shared:
+            self.journal.append((path, node if shared else node.copy()))
+        if shared:
             node = node.copy()
             self.nodes[path] = node
         return node
