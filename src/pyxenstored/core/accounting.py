@@ -152,9 +152,7 @@ class QuotaAccounting:
         limit = self.quota(caller.domid, "nodes")
         if not limit:
             return -1
-        # <=4.21 allows `limit` nodes; 4.22's `>=` rule one fewer.
-        strict = 1 if self.limits.rule == "4.22" else 0
-        return max(0, limit - strict - self.tree.owner_count.get(caller.domid, 0))
+        return max(0, self.limits.most(limit) - self.tree.owner_count.get(caller.domid, 0))
 
     def size_check(self, caller: Caller) -> Callable[[int], bool] | None:
         """The node-size test for nodes ``caller`` creates (None: exempt)."""

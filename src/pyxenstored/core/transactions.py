@@ -35,12 +35,15 @@ that state (or its own changes), and its commit fails if the state no longer hol
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..protocol.paths import parent_of
 from ..protocol.perms import NONE, Perms
 from ..store.node import CHILDREN, PERMS, VALUE, Node
 from ..store.tree import Tree
+
+if TYPE_CHECKING:
+    from .optable import Handler
 
 __all__ = ["COALESCE", "GENERATION", "Transaction", "TxnView"]
 
@@ -326,7 +329,7 @@ class Transaction:
         self.view = TxnView(tree, rebase=mode != GENERATION)
         self.start_changes = tree.changes
         #: (handler, payload) of every mutating request that succeeded, in order.
-        self.ops: list[tuple[Any, bytes]] = []
+        self.ops: list[tuple[Handler, bytes]] = []
         #: a request ran into a quota: the commit answers ENOMEM (as C's trans->fail)
         self.failed = False
         #: payload bytes of the logged changes (charged to the domain's memory quota)
