@@ -64,6 +64,9 @@ GUEST_MODULES = ("xen-blkfront", "xen-netfront")
 #: the xenstore client verbs a guest has (links to Debian's multi-call ``xenstore``)
 GUEST_XENSTORE_VERBS = ("read", "write", "ls", "list", "rm", "exists", "watch", "chmod")
 
+#: what glibc loads at run time for pthread_cancel (ldd does not list it)
+LIBGCC = ("/lib/x86_64-linux-gnu/libgcc_s.so.1",)
+
 #: the daemons a boot can serve with; the value is what /etc/default/xencommons names
 DAEMONS = ("pyxenstored", "cxenstored")
 #: scenarios in the order one boot runs them (later ones rely on nothing earlier ones left)
@@ -133,6 +136,13 @@ class Images:
     def guest_initrd(self) -> Path:
         return self.folder / "guest.cpio.gz"
 
+    @property
+    def tool_initrd(self) -> Path:
+        """The guest initramfs plus Python and pyxenstored (the ``tool`` scenario's guest);
+        named by the digest of what it holds of the checkout, so editing the package
+        rebuilds only this image."""
+        return self.folder / f"tool-{tool_digest()}.cpio.gz"
+
 
 def kernel_version() -> str:
     versions = sorted(
@@ -152,8 +162,8 @@ class Cpio:
         self._ino = 1
         self._dirs: set[str] = set()
 
-    def _entry(self, name: str, mode: int, data: bytes) -> None:
-        fields = [self._ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0]
+    def _entry(self, name: str, mode: int, data: bytes, mtime: int = 0) -> None:
+        fields = [self._ino, mode, 0, 0, 1, mtime, len(data), 0, 0, 0, 0, len(name) + 1, 0]
         self._ino += 1
         head = b"070701" + b"".join(b"%08X" % f for f in fields)
         blob = head + name.encode() + b"\0"
@@ -169,10 +179,10 @@ class Cpio:
                 self._dirs.add(sub)
                 self._entry(sub, stat.S_IFDIR | 0o755, b"")
 
-    def file(self, name: str, data: bytes, mode: int = 0o644) -> None:
+    def file(self, name: str, data: bytes, mode: int = 0o644, mtime: int = 0) -> None:
         name = name.strip("/")
         self.directory(os.path.dirname(name))
-        self._entry(name, stat.S_IFREG | mode, data)
+        self._entry(name, stat.S_IFREG | mode, data, mtime)
 
     def symlink(self, name: str, target: str) -> None:
         name = name.strip("/")
@@ -180,9 +190,11 @@ class Cpio:
         self._entry(name, stat.S_IFLNK | 0o777, target.encode())
 
     def copy(self, host_path: str, name: str | None = None) -> None:
-        """A host file (links followed), keeping its permission bits."""
+        """A host file (links followed), keeping its permission bits and its modification
+        time (the kernel restores it, so Python's timestamp-checked .pyc files stay valid)."""
         path = Path(host_path)
-        self.file(name or host_path, path.read_bytes(), stat.S_IMODE(path.stat().st_mode))
+        st = path.stat()
+        self.file(name or host_path, path.read_bytes(), stat.S_IMODE(st.st_mode), int(st.st_mtime))
 
     def gzipped(self) -> bytes:
         self._entry("TRAILER!!!", 0, b"")
@@ -238,7 +250,7 @@ def _dom0_initrd(kver: str) -> bytes:
     return archive.gzipped()
 
 
-def _guest_initrd(kver: str) -> bytes:
+def _guest_archive(kver: str) -> Cpio:
     archive = Cpio()
     for d in ("proc", "sys", "dev", "tmp"):
         archive.directory(d)
@@ -246,10 +258,178 @@ def _guest_initrd(kver: str) -> bytes:
     archive.copy("/usr/bin/xenstore")
     for lib in shared_libraries("/usr/bin/xenstore"):
         archive.copy(lib)
+    # glibc dlopens libgcc_s for pthread_cancel, which xenstore-watch calls when it exits
+    # after -n events: without it the watch aborts ("libgcc_s.so.1 must be installed")
+    for lib in LIBGCC:
+        if os.path.exists(lib):
+            archive.copy(lib)
     for verb in GUEST_XENSTORE_VERBS:
         archive.symlink(f"bin/xenstore-{verb}", "/usr/bin/xenstore")
     _add_modules(archive, kver, GUEST_MODULES)
     archive.file("init", (HERE / "guest" / "init.sh").read_bytes(), 0o755)
+    return archive
+
+
+def _guest_initrd(kver: str) -> bytes:
+    return _guest_archive(kver).gzipped()
+
+
+# -- the tool guest: Python and pyxenstored in the initramfs ----------------------------------
+#: standard library folders a pyxenstore run never imports (left out of the tool guest)
+STDLIB_SKIP = frozenset(
+    {
+        "test",
+        "tests",
+        "idlelib",
+        "tkinter",
+        "turtledemo",
+        "ensurepip",
+        "lib2to3",
+        "distutils",
+        "pydoc_data",
+        "site-packages",
+        "venv",
+        "sqlite3",
+        "curses",
+        "dbm",
+    }
+)
+#: extension modules left out (they pull in big libraries pyxenstore has no use for)
+DYNLOAD_SKIP = (
+    "_tkinter",
+    "_sqlite3",
+    "_ssl",
+    "_hashlib",
+    "readline",
+    "_curses",
+    "_dbm",
+    "_gdbm",
+    "nis",
+    "_crypt",
+    "_uuid",
+    "_lzma",
+    "_bz2",
+    "_ctypes",
+)
+#: where the guest finds the differential's files
+TOOL_DIR = "tooldiff"
+#: the files of the checkout the tool guest holds (besides src/pyxenstored)
+TOOL_FILES = (CHECKOUT / "tests" / "tool" / "cases.py", HERE / "guest" / "tooldiff.py")
+
+
+def _package_files() -> list[Path]:
+    root = CHECKOUT / "src" / "pyxenstored"
+    return sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+
+
+def tool_digest() -> str:
+    """What the tool image holds of the checkout and of the interpreter, as a short digest."""
+    digest = hashlib.sha256(f"{sys.version} {sys.base_prefix}\n".encode())
+    for path in [*_package_files(), *TOOL_FILES]:
+        digest.update(f"{path.relative_to(CHECKOUT)}\n".encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _unchecked_pyc(source: bytes, filename: str) -> bytes:
+    """A hash-based .pyc that Python uses without checking its source (PEP 552): the
+    package's sources in the image are never edited, and compiling them in the guest
+    would cost seconds under TCG on every start."""
+    import importlib.util
+    import marshal
+
+    code = compile(source, filename, "exec", dont_inherit=True)
+    flags = 0b01  # hash-based, not checked
+    return (
+        importlib.util.MAGIC_NUMBER
+        + flags.to_bytes(4, "little")
+        + importlib.util.source_hash(source)
+        + marshal.dumps(code)
+    )
+
+
+def _add_stdlib(archive: Cpio, stdlib: Path, pyc_tag: str) -> None:
+    """The standard library less STDLIB_SKIP, with the interpreter's own timestamp .pyc
+    files (valid because the archive keeps the sources' modification times)."""
+    for folder, dirs, files in os.walk(stdlib):
+        here = Path(folder)
+        if here.name == "__pycache__":
+            for name in files:
+                if name.endswith(f".{pyc_tag}.pyc"):
+                    archive.copy(str(here / name))
+            continue
+        dirs[:] = [d for d in dirs if d not in STDLIB_SKIP and not d.startswith("config-")]
+        for name in files:
+            if here.name == "lib-dynload" and name.startswith(DYNLOAD_SKIP):
+                continue
+            if name.endswith((".py", ".so")) or here.name == "lib-dynload":
+                archive.copy(str(here / name))
+
+
+def _add_stripped(archive: Cpio, lib: str) -> None:
+    """A shared library, without its debugging symbols when ``strip`` is there (libpython
+    carries some 18 MB of them; the guest has 384 MB)."""
+    strip = shutil.which("strip")
+    if strip is None:
+        archive.copy(lib)
+        return
+    tmp = Path(f"/tmp/pxs-strip-{os.getpid()}")
+    try:
+        subprocess.run([strip, "--strip-debug", "-o", str(tmp), lib], check=True)
+        archive.file(lib, tmp.read_bytes(), stat.S_IMODE(os.stat(lib).st_mode))
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _tool_initrd(kver: str) -> bytes:
+    """The guest initramfs plus this interpreter (at its host path, so its run path and
+    prefix hold), its pruned standard library, xenstore-control, the pyxenstored package
+    as site-packages and the differential's files under /tooldiff."""
+    import sysconfig
+
+    archive = _guest_archive(kver)
+    tag = sys.implementation.cache_tag
+    interpreter = os.path.realpath(
+        Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    )
+    archive.copy(interpreter)
+    archive.symlink("bin/python3", interpreter)
+    libs = set(shared_libraries(interpreter))
+    stdlib = Path(
+        sysconfig.get_paths(vars={"installed_base": sys.base_prefix, "base": sys.base_prefix})[
+            "stdlib"
+        ]
+    )
+    _add_stdlib(archive, stdlib, tag)
+    for module in (stdlib / "lib-dynload").glob("*.so"):
+        if not module.name.startswith(DYNLOAD_SKIP):
+            libs.update(shared_libraries(str(module)))
+    control = "/usr/lib/xen-4.17/bin/xenstore-control"
+    if os.path.exists(control):
+        archive.copy(control)
+        libs.update(shared_libraries(control))
+    already = set(shared_libraries("/usr/bin/xenstore"))
+    for lib in sorted(libs - already):
+        if "libpython" in lib:
+            _add_stripped(archive, lib)
+        else:
+            archive.copy(lib)
+    site = stdlib / "site-packages"
+    root = CHECKOUT / "src"
+    for path in _package_files():
+        name = str(site / path.relative_to(root))
+        data = path.read_bytes()
+        archive.file(name, data)
+        if path.suffix == ".py":
+            pyc = Path(name).parent / "__pycache__" / f"{path.stem}.{tag}.pyc"
+            archive.file(str(pyc), _unchecked_pyc(data, name))
+    for path in TOOL_FILES:
+        archive.file(f"{TOOL_DIR}/{path.name}", path.read_bytes())
+    archive.file(
+        "bin/pyxenstore",
+        f"#!{interpreter}\nimport sys\nfrom pyxenstored.tool.main import run\n"
+        "sys.exit(run())\n".encode(),
+        0o755,
+    )
     return archive.gzipped()
 
 
@@ -283,6 +463,7 @@ def build_images(cache: Path) -> Images:
     folder = cache / "images" / digest.hexdigest()[:16]
     images = Images(folder, kver)
     if images.guest_initrd.exists():
+        _build_tool_initrd(images)
         return images
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -294,7 +475,20 @@ def build_images(cache: Path) -> Images:
     (tmp / "inputs.txt").write_text(f"kernel {kver}\nxen {xen_gz.name}\n")
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
+    _build_tool_initrd(images)
     return images
+
+
+def _build_tool_initrd(images: Images) -> None:
+    """The tool guest's image for this checkout, unless it is there (older ones removed)."""
+    target = images.tool_initrd
+    if target.exists():
+        return
+    for old in images.folder.glob("tool-*.cpio.gz"):
+        old.unlink()
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    tmp.write_bytes(_tool_initrd(images.kernel_version))
+    tmp.rename(target)
 
 
 # -- one boot -------------------------------------------------------------------------------
@@ -396,6 +590,7 @@ def _write_settings(out: Path, images: Images, s: BootSettings) -> None:
         "PXS_SCENARIOS": " ".join(s.scenarios),
         "PXS_GUEST_KERNEL": str(images.kernel),
         "PXS_GUEST_INITRD": str(images.guest_initrd),
+        "PXS_GUEST_TOOL_INITRD": str(images.tool_initrd),
         "PXS_GUESTS": str(s.guests),
         **s.extra,
     }

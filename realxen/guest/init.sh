@@ -11,6 +11,10 @@
 #              made by dom0 beforehand, so reporting needs no new node); see liveconfig.sh
 #     keepwatch  leave a watch on data set (a background xenstore-watch) and keep it when
 #              the guest dies: the daemon must drop it with the domain
+#     tooldiff pyxenstore against xenstore-utils over this guest's /dev/xen/xenbus (only the
+#              tool image has Python: scenarios/tool.sh): /tooldiff/tooldiff.py, cases under
+#              data/diffN, one "TOOLDIFF ..." console line per case; pxs_tool_cases=all
+#              runs every case of tests/tool/cases.py, else one per verb
 #     bye      write data/result (PASS or FAIL so far), wait for data/bye
 #     halt     wait for data/halt (dom0 says when to power off)
 #   pxs_wait=60    seconds each wait may take
@@ -69,6 +73,14 @@ for step in $(echo "${pxs_steps:-hello,ack,bye}" | tr ',' ' '); do
         xenstore-watch data >/dev/null 2>&1 &
         sleep 1
         ok keepwatch ;;
+    tooldiff)
+        if [ -x /bin/pyxenstore ]; then
+            quick=--quick; [ "${pxs_tool_cases:-}" = all ] && quick=
+            # no XENSTORED_PATH: both tools find the device as libxenstore does
+            if PATH=/bin:/sbin python3 /tooldiff/tooldiff.py /tooldiff/cases.py $quick \
+                --top "/local/domain/$D/data/diff" --pyxenstore /bin/pyxenstore; then ok tooldiff
+            else bad tooldiff "pyxenstore and xenstore-utils differ (TOOLDIFF lines above)"; fi
+        else bad tooldiff "no /bin/pyxenstore: not the tool guest's image"; fi ;;
     bye)
         xenstore-write data/result "$RESULT"
         poll "$WAIT" xenstore-exists data/bye && ok bye || bad bye "no data/bye in ${WAIT}s" ;;
