@@ -176,7 +176,21 @@ class Tree:
         cut = path.rfind("/")
         parent_path = path[:cut] if cut > 0 else "/"
         parent = self._own(parent_path, self.nodes[parent_path])
-        parent.add_child(self._name(path[cut + 1 :]))
+        # _name() and Node.add_child() inline: this is every create's cost.
+        name = path[cut + 1 :]
+        names = self._names
+        shared = names.get(name)
+        if shared is not None:
+            name = shared
+        else:
+            if len(names) >= INTERN_MAX:
+                names.clear()
+            names[name] = name
+        children = parent.children
+        if children is NO_CHILDREN:
+            parent.children = {name: None}
+        else:
+            children[name] = None
         self._stamp(parent)
         if perms is not parent.perms:  # inherited permissions are shared already
             perms = self.intern_perms(perms)
