@@ -73,7 +73,10 @@ def records_of(engine: Engine, **kw: Any) -> list[Record]:
 def _node(n: Node | None) -> Any:
     if n is None:
         return None
-    return (type(n).__name__, n.value, n.perms, tuple(n.children), n.gen)
+    # A node a transaction shares is its class's shared twin (store.node): that says
+    # who holds it, not what it is, and a copy read back from a stream is not shared.
+    cls = type(n).__mro__[1] if n.shared else type(n)
+    return (cls.__name__, n.value, n.perms, tuple(n.children), n.gen)
 
 
 def _ref(n: Node | None, live: Node | None) -> Any:
