@@ -19,7 +19,7 @@ from pyxenstored.core.caller import Caller
 from pyxenstored.core.connection import Connection
 from pyxenstored.core.domains import NoHypervisor
 from pyxenstored.core.engine import Engine
-from pyxenstored.core.handlers_domain import domain_died, domain_shut_down
+from pyxenstored.core.lifecycle import domain_died, domain_shut_down
 from pyxenstored.core.quota import Limits
 from pyxenstored.liveconfig.registry import Registry
 from pyxenstored.liveconfig.tree import ConfigTree

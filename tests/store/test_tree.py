@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from pyxenstored.core.caller import Caller
 from pyxenstored.core.engine import Engine
+from pyxenstored.core.transactions import CONFLICT_MODES, ConflictMode
 from pyxenstored.protocol.paths import parent_of
 from pyxenstored.protocol.perms import BOTH, NONE, READ, Perms
 from pyxenstored.protocol.wire import HEADER, Op, encode
@@ -249,9 +250,9 @@ requests = st.lists(
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(requests, st.sampled_from(["coalesce", "generation"]))
+@given(requests, st.sampled_from(CONFLICT_MODES))
 def test_random_requests_keep_engine_check_clean(
-    reqs: list[tuple[str, str, str, bytes, bool]], mode: str
+    reqs: list[tuple[str, str, str, bytes, bool]], mode: ConflictMode
 ) -> None:
     engine = Engine(conflicts=mode)
     admin = engine.connect(Caller(0, True), "socket")

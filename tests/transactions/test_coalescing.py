@@ -6,6 +6,7 @@ import pytest
 from kit.engine import OK, Kit, z
 
 from pyxenstored.core.engine import Engine
+from pyxenstored.core.transactions import CONFLICT_MODES, ConflictMode
 from pyxenstored.protocol.wire import Op
 
 
@@ -14,12 +15,12 @@ def _domain(h: Kit, domid: int) -> None:
     h.guest(domid)
 
 
-@pytest.fixture(params=["coalesce", "generation"])
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+@pytest.fixture(params=CONFLICT_MODES)
+def mode(request: pytest.FixtureRequest) -> ConflictMode:
+    return CONFLICT_MODES[CONFLICT_MODES.index(request.param)]
 
 
-def test_independent_transactions_coalesce(mode: str) -> None:
+def test_independent_transactions_coalesce(mode: ConflictMode) -> None:
     """Two transactions adding different children to one directory: both commit under
     coalescing; the second gets EAGAIN under C's generation rule."""
     h = Kit(Engine(conflicts=mode))

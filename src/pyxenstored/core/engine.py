@@ -50,7 +50,7 @@ from .optable import MUTATES, NODES, NOTID, PRIV, TABLE, Handler, Reply
 from .permissions import StaleCheck
 from .quota import Limits, QuotaTable
 from .refusals import RefusalLog
-from .transactions import COALESCE, Transaction
+from .transactions import COALESCE, ConflictMode, Transaction
 from .watches import WatchRegistry
 
 __all__ = ["Engine"]
@@ -98,7 +98,7 @@ class Engine(QuotaAccounting, DomainLifecycle):
         limits: Limits | None = None,
         backend: DomainBackend | None = None,
         priv_domid: int = 0,
-        conflicts: str = COALESCE,
+        conflicts: ConflictMode = COALESCE,
         features: int = int(
             RingFeature.RECONNECTION
             | RingFeature.ERROR

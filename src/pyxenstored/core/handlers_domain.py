@@ -14,7 +14,7 @@ from ..protocol.numbers import atoi
 from ..protocol.wire import DOMID_SELF, OK
 from .access import View
 from .domains import parse_domid
-from .lifecycle import domain_died, domain_shut_down, introduce_domain, release_domain
+from .lifecycle import introduce_domain, release_domain
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -22,10 +22,6 @@ if TYPE_CHECKING:
     from .transactions import Transaction
 
 __all__ = [
-    # Re-exported only for tests/fuzz/t_engine.py, which imports them from here; the
-    # life cycle lives in .lifecycle.
-    "domain_died",
-    "domain_shut_down",
     "h_get_domain_path",
     "h_get_feature",
     "h_introduce",

@@ -35,7 +35,7 @@ that state (or its own changes), and its commit fails if the state no longer hol
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ..protocol.paths import parent_of
 from ..protocol.perms import NONE, Perms
@@ -45,10 +45,14 @@ from ..store.tree import Tree
 if TYPE_CHECKING:
     from .optable import Handler
 
-__all__ = ["COALESCE", "GENERATION", "Transaction", "TxnView"]
+__all__ = ["COALESCE", "CONFLICT_MODES", "GENERATION", "ConflictMode", "Transaction", "TxnView"]
 
-COALESCE = "coalesce"
-GENERATION = "generation"
+#: How a commit decides a conflict: ``coalesce`` (only what the transaction observed
+#: really changed) or ``generation`` (C's rule: any newer generation on a node it read).
+ConflictMode = Literal["coalesce", "generation"]
+COALESCE: Final = "coalesce"
+GENERATION: Final = "generation"
+CONFLICT_MODES: tuple[ConflictMode, ...] = (COALESCE, GENERATION)
 _ALL_FACETS = VALUE | PERMS | CHILDREN
 _MISSING: Any = object()
 
@@ -324,7 +328,7 @@ class Transaction:
 
     __slots__ = ("bytes", "failed", "id", "ops", "start_changes", "view")
 
-    def __init__(self, txid: int, tree: Tree, mode: str = COALESCE) -> None:
+    def __init__(self, txid: int, tree: Tree, mode: ConflictMode = COALESCE) -> None:
         self.id = txid
         self.view = TxnView(tree, rebase=mode != GENERATION)
         self.start_changes = tree.changes
@@ -335,7 +339,7 @@ class Transaction:
         #: payload bytes of the logged changes (charged to the domain's memory quota)
         self.bytes = 0
 
-    def failures(self, mode: str) -> list[str]:
+    def failures(self, mode: ConflictMode) -> list[str]:
         """The observed paths whose observation no longer holds (for blame)."""
         nodes = self.view.tree.nodes
         failed = []
@@ -353,7 +357,7 @@ class Transaction:
                 failed.append(path)
         return failed
 
-    def validate(self, mode: str) -> bool:
+    def validate(self, mode: ConflictMode) -> bool:
         """True if every observation still holds in the live tree (see module note)."""
         view = self.view
         if view.doomed:

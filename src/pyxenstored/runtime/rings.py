@@ -29,7 +29,7 @@ Scheduling contract:
 * ``connection = RECONNECT`` (when RECONNECTION is advertised to the guest) resets the
   connection and the ring, sets CONNECTED and notifies (xenstore-ring.txt).
 * VIRQ_DOM_EXC asks the backend which domains died or shut down and applies the domain
-  lifecycle of ``core.handlers_domain``.
+  lifecycle of ``core.lifecycle``.
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ from typing import Any, TypeVar
 
 from ..core.engine import Engine
 from ..core.optable import MUTATES, TABLE
-from ..core.quota import Limits
-from ..core.transactions import COALESCE, GENERATION, Transaction
+from ..core.quota import RULES, Limits
+from ..core.transactions import COALESCE, CONFLICT_MODES, GENERATION, Transaction
 from ..protocol.perms import Perms
 from ..store.node import Node
 from ..store.tree import Tree
@@ -292,16 +292,17 @@ def apply_engine(doc: dict[str, Any], engine: Engine) -> list[str]:
         for d, f in D.pairs(doc.get("pending_features"), "pending_features")
     }
     conflicts = D.str_(doc.get("conflicts"), "conflicts")
-    if conflicts not in (COALESCE, GENERATION):
+    mode = next((m for m in CONFLICT_MODES if m == conflicts), None)
+    if mode is None:
         raise D.bad(f"conflict mode {conflicts!r}")
-    e.conflicts = conflicts
+    e.conflicts = mode
     e.features = D.nat(doc.get("features"), "features")
     e.event_queue_max = D.nat(doc.get("event_queue_max"), "event_queue_max")
     limits = D.dict_(doc.get("limits"), "limits")
     for name in _LIMIT_FIELDS:
         value = limits.get(name)
         if name == "rule":
-            if value not in ("4.21", "4.22"):
+            if value not in RULES:
                 raise D.bad(f"quota rule {value!r}")
             e.limits.rule = value
         else:
