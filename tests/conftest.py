@@ -245,7 +245,7 @@ class ServerThread:
     async def _main(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        listener = await listen_unix(self.server, self.socket_path, self.config.backlog)
+        listener = await listen_unix(self.server.sockets, self.socket_path, self.config.backlog)
         self._ready.set()
         try:
             await self._stop.wait()

@@ -98,7 +98,7 @@ class SimDaemon:
         self.server = Server(self.config)
         self.rings.start(asyncio.get_running_loop())
         if self.socket_path is not None:
-            self._listener = await listen_unix(self.server, self.socket_path, 64)
+            self._listener = await listen_unix(self.server.sockets, self.socket_path, 64)
             self.dom0 = await Client.connect(self.socket_path)
         return self
 

@@ -41,7 +41,7 @@ from .metrics import MetricsServer
 from .pidfile import PidFile
 from .rings import RingManager, open_xen
 from .sdnotify import Notifier
-from .unix import SocketProtocol, listen_unix
+from .unix import SocketProtocol, SocketState, listen_unix
 
 __all__ = ["AlreadyRunning", "Server", "ServerConfig", "StartupError", "describe_error"]
 
@@ -257,10 +257,16 @@ class Server:
         )
         #: tasks the server runs beside serving (kept referenced until done)
         self.background: set[asyncio.Task[None]] = set()
-        self.socket_buffer_max = int(self.registry.get("limits/socket-buffer-bytes"))
+        #: what the socket connections share (and all they know of the daemon)
+        self.sockets = SocketState(
+            self.engine,
+            self.persist,
+            self.flush,
+            int(self.registry.get("limits/socket-buffer-bytes")),
+        )
         if self.rings is not None:
-            self.rings.privileged_cap = self.socket_buffer_max
-        self.clients: set[SocketProtocol] = set()
+            self.rings.privileged_cap = self.sockets.socket_buffer_max
+        self.clients: set[SocketProtocol] = self.sockets.clients
         self.access_log: AccessLog | None = None
         self.metrics: MetricsServer | None = None
         self._stop: asyncio.Event | None = None
@@ -299,9 +305,9 @@ class Server:
         elif name.startswith("log/"):
             self._configure_access_log()
         elif name == "limits/socket-buffer-bytes":
-            self.socket_buffer_max = int(value)
+            self.sockets.socket_buffer_max = int(value)
             if self.rings is not None:
-                self.rings.privileged_cap = self.socket_buffer_max
+                self.rings.privileged_cap = int(value)
         elif name == "conflict/replenish-seconds" and self.rings is not None:
             self.rings.tick = max(0.001, float(value))
 
@@ -325,17 +331,19 @@ class Server:
         self.engine.on_request = self.access_log
 
     # clients ----------------------------------------------------------------------------
-    def track(self, proto: SocketProtocol) -> SocketProtocol:
-        self.clients.add(proto)
-        return proto
+    @property
+    def socket_buffer_max(self) -> int:
+        """``limits/socket-buffer-bytes`` in force: unread output that cuts a client off."""
+        return self.sockets.socket_buffer_max
 
-    def forget(self, proto: SocketProtocol) -> None:
-        self.clients.discard(proto)
+    def track(self, proto: SocketProtocol) -> SocketProtocol:
+        return self.sockets.track(proto)
 
     def _use_journal(self, journal: Journal) -> None:
         self.journal = journal
         # The transports call it after every request: no indirection.
         self.persist = journal.write_pending  # type: ignore[method-assign]
+        self.sockets.persist = journal.write_pending
         if self.rings is not None:
             self.rings.persist = journal.write_pending
             self.rings.journaling = True
@@ -419,7 +427,7 @@ class Server:
             if restored is not None and restored.listen_fd >= 0:
                 step = "cannot adopt the listening socket"
                 sock = socket.socket(fileno=restored.listen_fd)
-                factory: Any = lambda: self.track(SocketProtocol(self))  # noqa: E731
+                factory: Any = lambda: self.track(SocketProtocol(self.sockets))  # noqa: E731
                 self._listeners.append(
                     await loop.create_unix_server(factory, sock=sock, backlog=config.backlog)
                 )
@@ -427,11 +435,12 @@ class Server:
                 log.info("live update: listening socket adopted (fd %d)", restored.listen_fd)
             elif config.listen_fds:
                 step = "cannot serve the sockets systemd passed"
-                factory = lambda: self.track(SocketProtocol(self))  # noqa: E731
+                factory = lambda: self.track(SocketProtocol(self.sockets))  # noqa: E731
                 self._listeners += await serve_passed(config.listen_fds, factory, config.backlog)
             elif config.socket_path:
                 step = f"cannot listen on {config.socket_path}"
-                self._listeners.append(await listen_unix(self, config.socket_path, config.backlog))
+                listener = await listen_unix(self.sockets, config.socket_path, config.backlog)
+                self._listeners.append(listener)
                 self._owns_socket = True
                 log.info("listening on %s (open-file limit %d)", config.socket_path, nofile)
             if restored is not None and not self.recovered:
@@ -466,7 +475,7 @@ class Server:
                 continue
             sock = socket.socket(fileno=item.fd)
             sock.setblocking(False)
-            proto = self.track(SocketProtocol(self, conn))
+            proto = self.track(SocketProtocol(self.sockets, conn))
             await loop.connect_accepted_socket(lambda proto=proto: proto, sock)  # type: ignore[misc]
             if proto.transport is None:
                 continue
@@ -630,6 +639,7 @@ class Server:
             self.journal.close(remove=self.serving)
             self.journal = None
             self.persist = lambda: None  # type: ignore[method-assign]
+            self.sockets.persist = self.persist
             if self.rings is not None:
                 self.rings.persist = self.persist
                 self.rings.journaling = False

@@ -26,17 +26,17 @@ import os
 import socket
 import stat
 from collections import deque
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 from ..core.caller import Caller
 from ..core.connection import Connection
+from ..core.engine import Engine
 from ..protocol.framing import FramingError, Packet
 from ..protocol.wire import HEADER
 
-if TYPE_CHECKING:
-    from .server import Server
-
-__all__ = ["HIGH_WATER", "READ_CHUNK", "SocketProtocol", "listen_unix"]
+__all__ = ["HIGH_WATER", "READ_CHUNK", "SocketProtocol", "SocketState", "listen_unix"]
 
 log = logging.getLogger("pyxenstored.unix")
 
@@ -46,6 +46,35 @@ HIGH_WATER = _HIGH_WATER
 #: The most one read of a socket hands us (asyncio's and uvloop's read size): requests
 #: received in one go are queued in ``backlog`` whatever the high-water mark says.
 READ_CHUNK = 256 * 1024
+
+
+@dataclass(eq=False)
+class SocketState:
+    """What the socket connections share, and all they know of the daemon (as uvicorn's
+    ``ServerState``): the engine, what writes the crash journal, what delivers output
+    queued for other connections, the cut-off for unread output, the live connections.
+
+    The daemon's ``Server`` keeps one and updates it (a journal started or stopped, the
+    ``limits/socket-buffer-bytes`` setting changed); tests build one with no daemon.
+    """
+
+    engine: Engine
+    #: writes the crash journal's record of the requests just answered (before their
+    #: replies leave)
+    persist: Callable[[], None]
+    #: delivers output queued for connections other than the current one
+    flush: Callable[[], None]
+    #: unread output (replies and events) past which a client is cut off
+    socket_buffer_max: int = 16 << 20
+    #: the connections being served
+    clients: set[SocketProtocol] = field(default_factory=set)
+
+    def track(self, proto: SocketProtocol) -> SocketProtocol:
+        self.clients.add(proto)
+        return proto
+
+    def forget(self, proto: SocketProtocol) -> None:
+        self.clients.discard(proto)
 
 
 class SocketProtocol(asyncio.Protocol):
@@ -58,10 +87,10 @@ class SocketProtocol(asyncio.Protocol):
     replies is never mistaken for one that does not read.
     """
 
-    __slots__ = ("backlog", "conn", "paused", "server", "transport")
+    __slots__ = ("backlog", "conn", "paused", "state", "transport")
 
-    def __init__(self, server: Server, conn: Connection | None = None) -> None:
-        self.server = server
+    def __init__(self, state: SocketState, conn: Connection | None = None) -> None:
+        self.state = state
         self.transport: asyncio.Transport | None = None
         #: a connection restored by a live update is adopted, not made
         self.conn: Connection | None = conn
@@ -74,7 +103,7 @@ class SocketProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         conn = self.conn
         if conn is None:
-            engine = self.server.engine
+            engine = self.state.engine
             conn = engine.connect(Caller(engine.priv_domid, True), "socket")
             self.conn = conn
         conn.sink = self
@@ -84,7 +113,7 @@ class SocketProtocol(asyncio.Protocol):
         conn = self.conn
         if conn is None or conn.closed:
             return
-        server = self.server
+        state = self.state
         try:
             packets = conn.reader.feed(data)
         except FramingError as err:
@@ -93,16 +122,16 @@ class SocketProtocol(asyncio.Protocol):
         if len(packets) == 1 and not self.paused and not self.backlog:
             # The common case: one request, one answer. Our own replies need no cap
             # check here: the high-water mark pauses us before they can pile up.
-            engine = server.engine
+            engine = state.engine
             engine.handle(conn, packets[0])
-            server.persist()
+            state.persist()
             out = conn.out
             if out:
                 conn.out = []
                 conn.out_bytes = 0
                 self.transport.write(out[0] if len(out) == 1 else b"".join(out))  # type: ignore[union-attr]
             if engine.woken:
-                server.flush()
+                state.flush()
             if conn.reader.error:
                 self._drop(conn.reader.error)
             return
@@ -116,10 +145,10 @@ class SocketProtocol(asyncio.Protocol):
         if conn is None or conn.closed:
             return
         log.warning("dropping socket connection %d: %s", conn.id, why)
-        self.server.engine.disconnect(conn)
+        self.state.engine.disconnect(conn)
         if self.transport is not None:
             self.transport.abort()
-        self.server.flush()
+        self.state.flush()
 
     def _drain_backlog(self) -> None:
         """Answer queued requests until done or until the client must read first."""
@@ -127,9 +156,9 @@ class SocketProtocol(asyncio.Protocol):
         transport = self.transport
         if conn is None or transport is None:
             return
-        handle = self.server.engine.handle
+        handle = self.state.engine.handle
         backlog = self.backlog
-        persist = self.server.persist
+        persist = self.state.persist
         while backlog and not conn.closed:
             handle(conn, backlog.popleft())
             persist()
@@ -142,8 +171,8 @@ class SocketProtocol(asyncio.Protocol):
                     break
         if conn.out:
             self.deliver(conn)
-        if self.server.engine.woken:
-            self.server.flush()
+        if self.state.engine.woken:
+            self.state.flush()
         if not backlog and conn.reader.error:
             self._drop(conn.reader.error)
 
@@ -162,8 +191,8 @@ class SocketProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.backlog.clear()
         if self.conn is not None:
-            self.server.engine.disconnect(self.conn)
-        self.server.forget(self)
+            self.state.engine.disconnect(self.conn)
+        self.state.forget(self)
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -201,17 +230,17 @@ class SocketProtocol(asyncio.Protocol):
             transport.write(out[0])
         else:
             transport.write(b"".join(out))
-        if transport.get_write_buffer_size() > self.server.socket_buffer_max:
+        if transport.get_write_buffer_size() > self.state.socket_buffer_max:
             log.warning(
                 "closing socket connection %d: %d bytes of replies and events unread",
                 conn.id,
                 transport.get_write_buffer_size(),
             )
-            self.server.engine.disconnect(conn)
+            self.state.engine.disconnect(conn)
             transport.abort()
 
 
-async def listen_unix(server: Server, path: str, backlog: int) -> asyncio.AbstractServer:
+async def listen_unix(state: SocketState, path: str, backlog: int) -> asyncio.AbstractServer:
     """Bind the daemon socket: stale file removed, mode 0600, directory created."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, mode=0o755, exist_ok=True)
@@ -228,5 +257,5 @@ async def listen_unix(server: Server, path: str, backlog: int) -> asyncio.Abstra
         os.umask(old)
     os.chmod(path, 0o600)
     loop = asyncio.get_running_loop()
-    factory: Any = lambda: server.track(SocketProtocol(server))  # noqa: E731
+    factory: Any = lambda: state.track(SocketProtocol(state))  # noqa: E731
     return await loop.create_unix_server(factory, sock=sock, backlog=backlog)
