@@ -40,6 +40,19 @@ def replies(sock: socket.socket, count: int) -> list[Message]:
     return out
 
 
+def fill(conn: Connection, nodes: int, batch: int = 2000) -> None:
+    """Write ``nodes`` nodes of 16-byte values under /bench, pipelined by ``batch``."""
+    for start in range(0, nodes, batch):
+        n = min(batch, nodes - start)
+        conn.sock.sendall(
+            b"".join(
+                encode(XS_WRITE, i, b"/bench/d%d/n%d\0%s" % (i // 1000, i, b"v" * 16))
+                for i in range(start, start + n)
+            )
+        )
+        assert all(m.type == XS_WRITE for m in replies(conn.sock, n))
+
+
 def control(conn: Connection, *args: str) -> bytes:
     """A CONTROL request's text answer (live-update answers its outcome as text)."""
     return conn.request(XS_CONTROL, b"".join(a.encode() + b"\0" for a in args)).rstrip(b"\0")
@@ -60,16 +73,7 @@ def one_run(nodes: int, connections: int) -> dict[str, float]:
                 break
             time.sleep(0.05)
         main = Connection(path)
-        batch = 2000
-        for start in range(0, nodes, batch):
-            n = min(batch, nodes - start)
-            main.sock.sendall(
-                b"".join(
-                    encode(XS_WRITE, i, b"/bench/d%d/n%d\0%s" % (i // 1000, i, b"v" * 16))
-                    for i in range(start, start + n)
-                )
-            )
-            assert all(m.type == XS_WRITE for m in replies(main.sock, n))
+        fill(main, nodes)
         clients = []
         for _ in range(connections):
             c = socket.socket(socket.AF_UNIX)
