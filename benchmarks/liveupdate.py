@@ -58,16 +58,40 @@ def control(conn: Connection, *args: str) -> bytes:
     return conn.request(XS_CONTROL, b"".join(a.encode() + b"\0" for a in args)).rstrip(b"\0")
 
 
+class Private:
+    """A private run directory (``XENSTORED_RUNDIR``, the socket, the log, the journal)
+    and the daemons started in it; ``with`` stops them all and removes it."""
+
+    def __init__(self, prefix: str) -> None:
+        self.work = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+        self.path = str(self.work / "socket")
+        self.daemons: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> subprocess.Popen[bytes]:
+        """The checkout's pyxenstored, in the foreground, serving ``self.path``."""
+        daemon = subprocess.Popen(
+            [BINARY, "-N", "--socket", self.path, "--log-file", str(self.work / "log")],
+            env=dict(os.environ, XENSTORED_RUNDIR=str(self.work)),
+            stdin=subprocess.DEVNULL,
+        )
+        self.daemons.append(daemon)
+        return daemon
+
+    def __enter__(self) -> Private:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for daemon in self.daemons:
+            if daemon.poll() is None:
+                daemon.terminate()
+                daemon.wait(30)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
 def one_run(nodes: int, connections: int) -> dict[str, float]:
-    work = Path(tempfile.mkdtemp(prefix="pxs-lu-", dir="/tmp"))
-    path = str(work / "socket")
-    env = dict(os.environ, XENSTORED_RUNDIR=str(work))
-    daemon = subprocess.Popen(
-        [BINARY, "-N", "--socket", path, "--log-file", str(work / "log")],
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
-    try:
+    with Private("pxs-lu-") as run:
+        path = run.path
+        daemon = run.start()
         for _ in range(200):
             if os.path.exists(path):
                 break
@@ -96,10 +120,6 @@ def one_run(nodes: int, connections: int) -> dict[str, float]:
         main.close()
         assert daemon.poll() is None
         return {"seconds": elapsed}
-    finally:
-        daemon.terminate()
-        daemon.wait(30)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> int:

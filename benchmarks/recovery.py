@@ -11,29 +11,16 @@ Starts its own daemon (the checkout's `.venv/bin/pyxenstored -N`) in a private d
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from liveupdate import BINARY, fill
+from liveupdate import Private, fill
 from xsbench.wire import XS_READ, Connection
 
 _RECOVERED = re.compile(r"recovered from a crash: .* in ([0-9.]+) s")
-
-
-def start(path: str, work: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [BINARY, "-N", "--socket", path, "--log-file", str(work / "log")],
-        env=dict(os.environ, XENSTORED_RUNDIR=str(work)),
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def first_answer(path: str, timeout: float) -> Connection:
@@ -45,26 +32,20 @@ def first_answer(path: str, timeout: float) -> Connection:
 
 
 def one_run(nodes: int) -> dict[str, float]:
-    work = Path(tempfile.mkdtemp(prefix="pxs-rec-", dir="/tmp"))
-    path = str(work / "socket")
-    daemon = start(path, work)
-    try:
-        fill(first_answer(path, 30), nodes)
+    with Private("pxs-rec-") as run:
+        daemon = run.start()
+        fill(first_answer(run.path, 30), nodes)
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(30)
         t0 = time.perf_counter()
-        daemon = start(path, work)
-        conn = first_answer(path, 60)
+        run.start()
+        conn = first_answer(run.path, 60)
         serving = time.perf_counter() - t0
         value = conn.request(XS_READ, b"/bench/d%d/n%d\0" % ((nodes - 1) // 1000, nodes - 1))
         assert value == b"v" * 16, value
         conn.close()
-        found = _RECOVERED.findall((work / "log").read_text())
+        found = _RECOVERED.findall((run.work / "log").read_text())
         return {"serving": serving, "replay": float(found[-1]) if found else float("nan")}
-    finally:
-        daemon.terminate()
-        daemon.wait(30)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> int:

@@ -18,7 +18,7 @@ import sys
 
 from ..errors import XenstoreError
 from .common import SubParsers, add_socket_flag, reason, warn
-from .connect import open_client
+from .connect import contact, open_client
 from .text import emit_json, json_value
 
 __all__ = ["register"]
@@ -28,10 +28,8 @@ def _control(args: argparse.Namespace) -> int:
     if args.command is None:
         print(f"Usage:\n{args.parser.prog} <command> [<arg>...]", file=sys.stderr)
         return 2
-    try:
-        xs = open_client(args)
-    except OSError as err:
-        warn(args, f"failed to contact xenstored: {err.strerror or err}")
+    xs = contact(args)
+    if xs is None:
         return 1
     with xs:
         try:

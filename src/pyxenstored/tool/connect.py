@@ -25,6 +25,7 @@ import argparse
 
 from ..client.aio import Client as AsyncClient
 from ..client.sync import Client as SyncClient
+from .common import warn
 
 __all__ = ["add_options", "open_async_client", "open_client"]
 
@@ -60,6 +61,16 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 def open_client(args: argparse.Namespace) -> SyncClient:
     """A blocking client connected as the options in ``args`` say (close it after use)."""
     return SyncClient(getattr(args, "connect", None), timeout=getattr(args, "timeout", None))
+
+
+def contact(args: argparse.Namespace) -> SyncClient | None:
+    """:func:`open_client`, or None once the failure is said on stderr as
+    xenstore-control says it (``failed to contact xenstored: ...``; exit status 1)."""
+    try:
+        return open_client(args)
+    except OSError as err:
+        warn(args, f"failed to contact xenstored: {err.strerror or err}")
+        return None
 
 
 async def open_async_client(args: argparse.Namespace) -> AsyncClient:

@@ -19,7 +19,7 @@ import sys
 
 from ..metrics import exposition
 from .common import SubParsers, warn
-from .connect import open_client
+from .connect import contact
 from .stats import NoStatistics, read_stats
 
 __all__ = ["register"]
@@ -29,10 +29,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.max_domains < 0:
         warn(args, "--max-domains must be 0 or more")
         return 1
-    try:
-        xs = open_client(args)
-    except OSError as err:
-        warn(args, f"failed to contact xenstored: {err.strerror or err}")
+    xs = contact(args)
+    if xs is None:
         return 1
     with xs:
         try:

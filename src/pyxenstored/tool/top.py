@@ -27,7 +27,7 @@ from typing import Any
 from ..client.sync import Client
 from ..metrics import DomainRow, Stats
 from .common import SubParsers, warn
-from .connect import open_client
+from .connect import contact
 from .stats import NoStatistics, read_stats
 
 __all__ = ["COLUMNS", "Column", "Sample", "View", "register", "render"]
@@ -280,10 +280,8 @@ def _interactive(stdscr: Any, args: argparse.Namespace, poller: Poller, view: Vi
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        xs = open_client(args)
-    except OSError as err:
-        warn(args, f"failed to contact xenstored: {err.strerror or err}")
+    xs = contact(args)
+    if xs is None:
         return 1
     with xs:
         poller = Poller(xs)
