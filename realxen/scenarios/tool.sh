@@ -21,15 +21,15 @@ GUEST_MEM=384 PXS_GUEST_INITRD=$PXS_GUEST_TOOL_INITRD GUEST_STEPS=hello,tooldiff
     create tool || die "xl create failed"
 d=$(domid tool)
 
-# dom0, meanwhile: the privileged case through the device (the harness's own client builds
+# dom0, meanwhile: the privileged case through the device (cases under /tooldiffN, whose
+# parent exists; the harness's own client builds
 # and reads the tree through it too)
 XENSTORED_PATH=/dev/xen/xenbus timeout 180 .venv/bin/python realxen/guest/tooldiff.py \
-    tests/tool/cases.py --quick --verbs control --top /tool-check/d \
+    tests/tool/cases.py --quick --verbs control --top /tooldiff \
     --pyxenstore .venv/bin/pyxenstore >> "$PXS_LOG" 2>&1
 rc=$?
 [ $rc = 0 ] || die "dom0 differential over /dev/xen/xenbus: status $rc (TOOLDIFF lines above; 124: timed out)"
 figure tool_dom0_s "$(elapsed "$t0")"
-xenstore-rm /tool-check
 
 # the guest's verdict
 xs_wait "/local/domain/$d/data/hello" 180 >/dev/null || { show_console tool; die "no data/hello from the tool guest"; }
