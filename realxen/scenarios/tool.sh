@@ -21,9 +21,8 @@ GUEST_MEM=384 PXS_GUEST_INITRD=$PXS_GUEST_TOOL_INITRD GUEST_STEPS=hello,tooldiff
     create tool || die "xl create failed"
 d=$(domid tool)
 
-# dom0, meanwhile: the privileged case through the device (cases under /tooldiffN, whose
-# parent exists; the harness's own client builds
-# and reads the tree through it too)
+# dom0, meanwhile: the privileged case through the device (under /tooldiffN, whose parent
+# exists; the harness's own client builds and reads the tree through the device too)
 XENSTORED_PATH=/dev/xen/xenbus timeout 180 .venv/bin/python realxen/guest/tooldiff.py \
     tests/tool/cases.py --quick --verbs control --top /tooldiff \
     --pyxenstore .venv/bin/pyxenstore >> "$PXS_LOG" 2>&1
