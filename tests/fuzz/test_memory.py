@@ -92,7 +92,7 @@ def test_a_dom0_watcher_that_never_reads(server_thread_factory: ServerThreadFact
         reply = _call(writer, Op.WRITE, b"/%s/%04d\0v" % (name, i))
         assert reply[:4] == int(Op.WRITE).to_bytes(4, "little"), reply
         if i % 50 == 0:
-            worst = max(worst, *_held(st).values())
+            worst = max([worst, *_held(st).values()])
     assert worst <= _bound(cap, MSG_MAX + path_event), worst
     # ... and past the cap it was cut off: one client left, the writer.
     assert len(_held(st)) == 1
@@ -116,8 +116,8 @@ def test_a_pipeliner_that_never_reads(server_thread_factory: ServerThreadFactory
             sent += flood.send(request * 50) // len(request)
         except BlockingIOError:
             time.sleep(0.01)  # the daemon stopped reading us: as it should
-            worst = max(worst, *_held(st).values())
-    worst = max(worst, *_held(st).values())
+            worst = max([worst, *_held(st).values()])
+    worst = max([worst, *_held(st).values()])
     assert worst <= _bound(64 << 20, MSG_MAX), worst
     assert worst <= HIGH_WATER + READ_CHUNK + 2 * MSG_MAX, worst  # never the socket cap
     # Nothing was lost: it reads, and every reply it asked for arrives.
