@@ -258,11 +258,6 @@ def _guest_archive(kver: str) -> Cpio:
     archive.copy("/usr/bin/xenstore")
     for lib in shared_libraries("/usr/bin/xenstore"):
         archive.copy(lib)
-    # glibc dlopens libgcc_s for pthread_cancel, which xenstore-watch calls when it exits
-    # after -n events: without it the watch aborts ("libgcc_s.so.1 must be installed")
-    for lib in LIBGCC:
-        if os.path.exists(lib):
-            archive.copy(lib)
     for verb in GUEST_XENSTORE_VERBS:
         archive.symlink(f"bin/xenstore-{verb}", "/usr/bin/xenstore")
     _add_modules(archive, kver, GUEST_MODULES)
@@ -387,6 +382,13 @@ def _tool_initrd(kver: str) -> bytes:
     import sysconfig
 
     archive = _guest_archive(kver)
+    # glibc dlopens libgcc_s for pthread_cancel, which xenstore-watch calls when it exits
+    # after -n events: without it the C watch aborts ("libgcc_s.so.1 must be installed"),
+    # which the differential's watch case would see. (The other guests keep the plain
+    # image: their scripts do not depend on xenstore-watch's exit status.)
+    for lib in LIBGCC:
+        if os.path.exists(lib):
+            archive.copy(lib)
     tag = sys.implementation.cache_tag
     interpreter = os.path.realpath(
         Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
