@@ -27,7 +27,6 @@ ring still served:
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Callable
 
 from pyxenstored.core.caller import Caller
@@ -53,7 +52,7 @@ from pyxenstored.transports.ring import (
 
 from .invariants import check_engine, message_problems, tree_mark
 from .source import Source
-from .t_engine import _payload
+from .t_engine import _failed, _payload
 
 MAX_STEPS = 48
 GUESTS = (1, 2)
@@ -130,17 +129,6 @@ class _Xen:
         return None
 
 
-class _Failed(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-_failed = _Failed()
-logging.getLogger("pyxenstored").addHandler(_failed)
 
 
 class _World:

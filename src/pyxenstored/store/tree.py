@@ -27,6 +27,8 @@ denser than sets of the same small size.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from ..protocol.paths import parent_of
 from ..protocol.perms import Perms
 from .node import NO_CHILDREN, PLAIN_NODES, Node
@@ -43,12 +45,26 @@ _ABSENT: Node | None = None
 #: Entries each interning cache holds before it starts again (a few hundred KiB at most).
 INTERN_MAX = 4096
 
+_T = TypeVar("_T")
+
 
 def node_bytes(path: str, node: Node) -> int:
     """What a node costs its owner's memory quota: path, value and permissions."""
     # Statistics nodes (subclasses) compute their value; they store nothing.
     value = node.value if type(node) in PLAIN_NODES else b""
     return len(path) + len(value) + 8 * len(node.perms)
+
+
+def _intern(cache: dict[_T, _T], value: _T) -> _T:
+    """The value equal to ``value`` that ``cache`` holds, ``value`` itself the first
+    time (a cache past INTERN_MAX entries starts afresh: bounded, never wrong)."""
+    shared = cache.get(value)
+    if shared is not None:
+        return shared
+    if len(cache) >= INTERN_MAX:
+        cache.clear()
+    cache[value] = value
+    return value
 
 
 class Tree:
@@ -108,25 +124,11 @@ class Tree:
     # -- interning -------------------------------------------------------------------
     def _name(self, name: str) -> str:
         """The shared string equal to the child name ``name``."""
-        names = self._names
-        shared = names.get(name)
-        if shared is not None:
-            return shared
-        if len(names) >= INTERN_MAX:
-            names.clear()
-        names[name] = name
-        return name
+        return _intern(self._names, name)
 
     def intern_perms(self, perms: Perms) -> Perms:
         """The shared permission list equal to ``perms``."""
-        cache = self._perms
-        shared = cache.get(perms)
-        if shared is not None:
-            return shared
-        if len(cache) >= INTERN_MAX:
-            cache.clear()
-        cache[perms] = perms
-        return perms
+        return _intern(self._perms, perms)
 
     # -- writing ---------------------------------------------------------------------
     def _own(self, path: str, node: Node) -> Node:
