@@ -84,6 +84,23 @@ exists_domain() { xl domid "$1" >/dev/null 2>&1; }
 gone() { ! exists_domain "$1"; }
 # wait_gone NAME [SECONDS=60]
 wait_gone() { until_true "${2:-60}" gone "$1" || { log "$1 still exists after ${2:-60}s"; return 1; }; }
+# evtchn_report NAME: what Xen says of dom0's and NAME's event channels (pending/masked
+# bits, the peer of each port), for a guest whose requests go unanswered: the full dump
+# in the scenario's directory, NAME's ports and dom0's ports to NAME in the log
+evtchn_report() {
+    local d f
+    d=$(domid "$1") || { log "evtchn_report: no domain $1"; return 0; }
+    f="$PXS_SCENARIO_DIR/evtchn-$1.txt"
+    xl debug-keys e >/dev/null 2>&1
+    sleep 1
+    xl dmesg > "$f" 2>&1
+    awk -v d="$d" '
+        /Event channel information for domain/ { dom = $NF; sub(":", "", dom); next }
+        dom == d && / s=/ { print "  evtchn dom" d ": " $0; next }
+        dom == "0" && (/ d=/ && $0 ~ (" d=" d " ")) { print "  evtchn dom0: " $0 }
+    ' "$f" | tail -40 | tee -a "$PXS_LOG"
+    grep -c . "$f" | sed 's/^/  evtchn dump lines: /' >> "$PXS_LOG"
+}
 console_of() { tr -d '\r' < "$PXS_OUT/console/guest-$1.log" 2>/dev/null; }
 show_console() { console_of "$1" | sed "s/^/  console($1): /" | tee -a "$PXS_LOG"; }
 

@@ -30,11 +30,14 @@ n=0
 for binary in $steps; do
     n=$((n + 1))
     t0=$(uptime_s)
-    extra=()
-    # C's trace of what it is asked (debugging only, as PXS_XENSTORED_ARGS)
-    [ -n "${PXS_C_TRACE:-}" ] && [ "$binary" = "$C" ] \
-        && extra=(-c "--pid-file /var/run/xen/xenstored.pid -T $PXS_SCENARIO_DIR/c-trace-$n.log")
-    timeout 120 xenstore-control live-update "${extra[@]}" -t 30 "$binary" > "$PXS_SCENARIO_DIR/lu-$n.log" 2>&1
+    # Each new daemon says what it does: C traces every request, pyxenstored logs (what
+    # a failure below needs, and never seen by the guests)
+    if [ "$binary" = "$C" ]; then
+        args="--pid-file /var/run/xen/xenstored.pid -T $PXS_SCENARIO_DIR/c-trace-$n.log"
+    else
+        args="--pid-file /var/run/xen/xenstored.pid --log-file $PXS_SCENARIO_DIR/py-$n.log"
+    fi
+    timeout 120 xenstore-control live-update -c "$args" -t 30 "$binary" > "$PXS_SCENARIO_DIR/lu-$n.log" 2>&1
     rc=$?
     log "live update $n to $binary: rc=$rc in $(elapsed "$t0")s: $(tr '\n' ' ' < "$PXS_SCENARIO_DIR/lu-$n.log")"
     [ $rc = 0 ] || { tail -20 "$PXS_SCENARIO_DIR/syslog.log" | sed 's/^/  syslog: /'; die "live update $n failed"; }
@@ -50,8 +53,16 @@ for binary in $steps; do
     [ "$(readlink /proc/$pid/exe)" != "" ] && log "process $pid now runs $(tr '\0' ' ' < /proc/$pid/cmdline | cut -c1-150)"
     [ "$(xenstore-read /lu/before)" = kept ] || die "a node was lost in update $n"
 done
-roundtrip held 120 || { show_console held; die "the guest's watch did not fire after the updates"; }
-wait_gone held 60 || die "guest did not go"
+# stuck NAME: what is known of a guest whose requests went unanswered
+stuck() {
+    local d; d=$(domid "$1")
+    show_console "$1"
+    evtchn_report "$1"
+    is_pyxenstored && log "stats/domain/$d: $(timeout 10 xenstore-read "/tool/xenstored/stats/domain/$d" 2>&1 | tr '\n' ' ')"
+    timeout 10 xenstore-ls -f "/local/domain/$d/data" 2>&1 | sed 's/^/  data: /' | tee -a "$PXS_LOG"
+}
+roundtrip held 120 || { stuck held; die "the guest's watch did not fire after the updates"; }
+wait_gone held 60 || { stuck held; die "guest did not go"; }
 create after || die "xl create after the updates failed"
 if roundtrip after 60; then
     wait_gone after 60 || die "new guest did not go"
@@ -61,12 +72,9 @@ else
     # write gets no answer (seen with both guest images; never before the updates, never
     # for the guest that lived through them). Recorded with the daemon's view of the
     # domain for the next session; it does not fail the scenario until it is fixed.
-    show_console after
-    d=$(xl domid after 2>/dev/null)
-    log "KNOWN BUG (issue 9): new guest's round trip after the updates failed;" \
-        "stats/domain/$d: $(xenstore-read "/tool/xenstored/stats/domain/$d" 2>&1 | tr '\n' ' ')"
+    stuck after
+    log "KNOWN BUG (issue 9): new guest's round trip after the updates failed"
     figure new_guest_roundtrip_failed 1
-    xenstore-ls -f "/local/domain/$d/data" 2>&1 | sed 's/^/  data: /' | tee -a "$PXS_LOG"
     timeout 60 xl destroy after 2>/dev/null
 fi
 check_daemon || die "daemon not answering"

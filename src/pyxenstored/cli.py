@@ -29,6 +29,7 @@ __all__ = [
     "UsageError",
     "build_config",
     "build_parser",
+    "c_command_line",
     "default_socket_path",
     "main",
     "parse_args",
@@ -60,10 +61,14 @@ class _COption(argparse.Action):
         setattr(namespace, self.dest, pairs)
 
 
+#: the title of the option group that holds C xenstored's options, and only them
+_C_GROUP = "C xenstored's options"
+
+
 def _c_options(p: argparse.ArgumentParser) -> None:
     """C xenstored's options (4.17 and later), with C's short letters."""
     g = p.add_argument_group(
-        "C xenstored's options", "accepted as C xenstored 4.17-4.21 reads them (the last wins)"
+        _C_GROUP, "accepted as C xenstored 4.17-4.21 reads them (the last wins)"
     )
     g.add_argument("-F", "--pid-file", metavar="FILE", help="write the daemon's pid here")
     g.add_argument(
@@ -143,6 +148,58 @@ def _c_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("-R", "--no-recovery", action="store_true", help="not supported")
     g.add_argument("-H", action="help", help="the same as --help")
+
+
+def c_command_line(argv: Sequence[str]) -> list[str]:
+    """``argv`` (our own options) less every option C xenstored does not know.
+
+    A live update passes the daemon's own command line on when none is given, as C
+    does; C xenstored refuses to start on an option it does not know, so a live update
+    to C keeps only C's (``--log-file`` and the like go, with their values). Options are
+    taken as argparse reads them: ``--opt=value``, ``--opt value``, ``-Xvalue``,
+    ``-X value`` and bundled flags ``-NP``; an abbreviated long option is dropped.
+    """
+    parser = build_parser()
+    # argparse has no public view of a group's options; these attributes are typed and
+    # have been stable since Python 3.2.
+    c_actions = next(g for g in parser._action_groups if g.title == _C_GROUP)._group_actions
+    arity: dict[str, tuple[bool, int | str | None]] = {}
+    for action in parser._actions:
+        for option in action.option_strings:
+            arity[option] = (action in c_actions, action.nargs)
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        i += 1
+        if token == "--":
+            break
+        if token.startswith("--"):
+            name, eq, _ = token.partition("=")
+            keep, nargs = arity.get(name, (False, 0))
+            takes = nargs != 0 and not eq
+            value = []
+            if takes and i < len(argv) and (nargs != "?" or not argv[i].startswith("-")):
+                value = [argv[i]]
+                i += 1
+            if keep:
+                out += [token, *value]
+        elif token.startswith("-") and len(token) > 1:
+            for j, letter in enumerate(token[1:], 1):
+                keep, nargs = arity.get("-" + letter, (False, 0))
+                if nargs == 0:
+                    if keep:
+                        out.append("-" + letter)
+                    continue
+                rest = token[j + 1 :]
+                value = []
+                if not rest and i < len(argv) and (nargs != "?" or not argv[i].startswith("-")):
+                    value = [argv[i]]
+                    i += 1
+                if keep:
+                    out += ["-" + letter + rest, *value]
+                break
+    return out
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -374,6 +431,9 @@ def main(argv: Sequence[str] | None = None, *, fork_by_default: bool = True) -> 
         return 1
     # Before any fork: $LISTEN_PID names this process, and the variables must go.
     config.listen_fds = take_listen_fds()
+    own = list(sys.argv[1:] if argv is None else argv)
+    config.command_line = own
+    config.c_command_line = c_command_line(own)
     log_file = _absolute(args.log_file)
     fork = fork_by_default and not args.no_fork
     # Fork before anything is opened: no Xen device, no event loop, no log file yet.

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from pyxenstored.cli import UsageError, build_config, parse_args
+from pyxenstored.cli import UsageError, build_config, build_parser, c_command_line, parse_args
 from pyxenstored.liveconfig.registry import QUOTAS, SETTINGS
 
 
@@ -166,3 +166,40 @@ def test_capital_h_is_help_as_in_c(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for flag in ("--entry-nb", "--no-fork", "--quota-soft", "--log-file", "--master-domid"):
         assert flag in out
+
+
+C_COMMAND_LINES = [
+    # (our command line, what a live update passes on to a C xenstored)
+    (["-N", "--socket", "/s", "-U"], ["-N", "-U"]),
+    (["--log-file", "/l", "--pid-file", "/p", "-U"], ["--pid-file", "/p", "-U"]),
+    (["--log-file=/l", "--pid-file=/p"], ["--pid-file=/p"]),
+    (["--access-log", "/a", "-T", "/t", "-E", "5", "-E6"], ["-T", "/t", "-E", "5", "-E6"]),
+    (["-NP", "--xen", "linux", "-Q", "memory=9"], ["-N", "-P", "-Q", "memory=9"]),
+    (["--set", "quota/nodes=5", "-K", "--stub-domain", "-e", "7"], ["-K", "-e", "7"]),
+    (
+        ["-I", "-V", "--no-journal", "--trace-control", "+io"],
+        ["-I", "-V", "--trace-control", "+io"],
+    ),
+    (["--metrics-listen", "9100", "-p", "1", "-R"], ["-p", "1", "-R"]),
+    (["-I", "on", "-F", "/p"], ["-I", "on", "-F", "/p"]),
+    ([], []),
+]
+
+
+@pytest.mark.parametrize(("ours", "for_c"), C_COMMAND_LINES)
+def test_a_live_update_to_c_passes_only_c_options(ours: list[str], for_c: list[str]) -> None:
+    assert c_command_line(ours) == for_c
+    # What is kept still means the same to us (C and we read C's options alike).
+    parse_args(for_c)
+
+
+def test_every_c_option_is_kept() -> None:
+    """No option of C's group is lost: each one, alone, survives as it is."""
+    parser = build_parser()
+    group = next(g for g in parser._action_groups if g.title == "C xenstored's options")
+    for action in group._group_actions:
+        for option in action.option_strings:
+            if option == "-H":
+                continue  # help: C has no -H
+            argv = [option] if action.nargs in (0, "?") else [option, "1"]
+            assert c_command_line(argv) == argv, option

@@ -162,14 +162,18 @@ def test_session_rules_and_c_answers(procs: Procs, tmp_path: Path) -> None:
         assert answers[-1] == b"OK", answers
 
 
-def foreign_binary(tmp_path: Path) -> str:
+def foreign_binary(tmp_path: Path, procs: Procs) -> str:
     """A binary that is not pyxenstored as far as the update can tell (its text does not
-    name pyxenstored), but runs pyxenstored."""
+    name pyxenstored), but runs pyxenstored. It records the arguments it is given in
+    ``argv.txt`` (C's command line: only C's options) and adds the simulated Xen and
+    the socket, which a C xenstored would not take."""
     real = tmp_path / "real-daemon"
     real.symlink_to(BINARY)
     script = tmp_path / "foreign-xenstored"
+    ours = f"--sim-xen {procs.fakexen} --socket {procs.dir / 'socket'}"
     script.write_text(
-        '#!/bin/sh\nexec "$(dirname "$0")/real-daemon" "$@"\n'
+        '#!/bin/sh\nprintf "%s\\n" "$@" > "$(dirname "$0")/argv.txt"\n'
+        f'exec "$(dirname "$0")/real-daemon" "$@" {ours}\n'
     )
     script.chmod(0o755)
     return str(script)
@@ -177,7 +181,7 @@ def foreign_binary(tmp_path: Path) -> str:
 
 def test_foreign_binary_waits_for_transactions_as_c_does(procs: Procs, tmp_path: Path) -> None:
     daemon, sock, _ = start(procs)
-    foreign = foreign_binary(tmp_path)
+    foreign = foreign_binary(tmp_path, procs)
     with Client(sock, timeout=20) as a, Client(sock, timeout=20) as txc:
         tx = txc.transaction_start()
         txc.write("/c/in-tx", "lost", tx=tx)
@@ -199,10 +203,12 @@ def test_no_transaction_open_means_no_wait(procs: Procs, tmp_path: Path) -> None
     daemon, sock, _ = start(procs)
     with Client(sock, timeout=20) as a:
         a.write("/x", "1")
-        assert a.control("live-update", "-f", foreign_binary(tmp_path)) == b"OK"
+        assert a.control("live-update", "-f", foreign_binary(tmp_path, procs)) == b"OK"
         assert a.control("live-update", "-s", "-t", "30") == b"OK"
         assert a.read("/x") == b"1"
     assert daemon.poll() is None
+    # Without -c, a C binary gets our command line less what C does not know.
+    assert (tmp_path / "argv.txt").read_text().split() == ["-N", "-U"]
 
 
 def test_failed_exec_answers_and_keeps_serving(procs: Procs, tmp_path: Path) -> None:

@@ -25,7 +25,8 @@ otherwise the answer is C's reason. Then:
    quotas, domains with their event-channel ports;
 4. make the listening socket, every socket connection and the event-channel descriptor
    inheritable, release VIRQ_DOM_EXC (the new process binds it again), and exec the
-   binary with C's arguments: ``CMDLINE`` (else our own argv) with ``-U`` added.
+   binary with C's arguments: ``CMDLINE`` (else our own argv; for a C binary only the
+   options C knows) with ``-U`` added.
 
 If anything fails before exec, the state file is removed, reading resumes and the
 requester gets the reason. ``-U`` (``--live-update``) starts from the state file: see
@@ -309,10 +310,15 @@ class LiveUpdate:
             self._end()
 
     def _argv(self, session: Session) -> list[str]:
+        config = self.server.config
         if session.cmdline is not None:
             argv = [session.binary, *shlex.split(session.cmdline)]
+        elif session.carries_transactions or config.c_command_line is None:
+            own = config.command_line
+            argv = [session.binary, *(sys.argv[1:] if own is None else own)]
         else:
-            argv = [session.binary, *sys.argv[1:]]
+            # C xenstored refuses options it does not know: only its own go on.
+            argv = [session.binary, *config.c_command_line]
         if "-U" not in argv and "--live-update" not in argv:
             argv.append("-U")
         return argv

@@ -83,6 +83,11 @@ class ServerConfig:
     listen_fds: list[Passed] = field(default_factory=list)
     #: serve the statistics as Prometheus metrics over HTTP here (None: not at all)
     metrics_listen: tuple[str, int] | None = None
+    #: the daemon's own command line, which a live update passes on without ``-c``
+    #: (None: ``sys.argv``)
+    command_line: list[str] | None = None
+    #: the same, less what C xenstored does not know: passed on to a C binary
+    c_command_line: list[str] | None = None
 
 
 class StartupError(Exception):
