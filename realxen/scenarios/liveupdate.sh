@@ -33,9 +33,11 @@ for binary in $steps; do
     # Each new daemon says what it does: C traces every request, pyxenstored logs (what
     # a failure below needs, and never seen by the guests)
     if [ "$binary" = "$C" ]; then
-        args="--pid-file /var/run/xen/xenstored.pid -T $PXS_SCENARIO_DIR/c-trace-$n.log"
+        current_log=$PXS_SCENARIO_DIR/c-trace-$n.log
+        args="--pid-file /var/run/xen/xenstored.pid -T $current_log"
     else
-        args="--pid-file /var/run/xen/xenstored.pid --log-file $PXS_SCENARIO_DIR/py-$n.log"
+        current_log=$PXS_SCENARIO_DIR/py-$n.log
+        args="--pid-file /var/run/xen/xenstored.pid --log-file $current_log"
     fi
     timeout 120 xenstore-control live-update -c "$args" -t 30 "$binary" > "$PXS_SCENARIO_DIR/lu-$n.log" 2>&1
     rc=$?
@@ -60,22 +62,15 @@ stuck() {
     evtchn_report "$1"
     is_pyxenstored && log "stats/domain/$d: $(timeout 10 xenstore-read "/tool/xenstored/stats/domain/$d" 2>&1 | tr '\n' ' ')"
     timeout 10 xenstore-ls -f "/local/domain/$d/data" 2>&1 | sed 's/^/  data: /' | tee -a "$PXS_LOG"
+    # libxl's per-domain processes (the one that destroys a guest that powered off)
+    ps -eo pid,stat,args | grep -E '[x]l |[x]enconsoled' | sed 's/^/  ps: /' | tee -a "$PXS_LOG"
+    # what the daemon last did (C's trace, or pyxenstored's log)
+    tail -n 40 "$current_log" 2>/dev/null | grep -v '^wrl:' | sed 's/^/  daemon: /' | tee -a "$PXS_LOG"
 }
 roundtrip held 120 || { stuck held; die "the guest's watch did not fire after the updates"; }
 wait_gone held 60 || { stuck held; die "guest did not go"; }
 create after || die "xl create after the updates failed"
-if roundtrip after 60; then
-    wait_gone after 60 || die "new guest did not go"
-else
-    # KNOWN BUG, issue 9 still open: about one run in two since this stop, a guest
-    # created after the C -> pyxenstored update answers hello and ack, then its next
-    # write gets no answer (seen with both guest images; never before the updates, never
-    # for the guest that lived through them). Recorded with the daemon's view of the
-    # domain for the next session; it does not fail the scenario until it is fixed.
-    stuck after
-    log "KNOWN BUG (issue 9): new guest's round trip after the updates failed"
-    figure new_guest_roundtrip_failed 1
-    timeout 60 xl destroy after 2>/dev/null
-fi
+roundtrip after 60 || { stuck after; die "the new guest's round trip failed"; }
+wait_gone after 60 || { stuck after; die "new guest did not go"; }
 check_daemon || die "daemon not answering"
 log "LIVEUPDATE PASS"
