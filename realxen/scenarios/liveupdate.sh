@@ -30,16 +30,18 @@ n=0
 for binary in $steps; do
     n=$((n + 1))
     t0=$(uptime_s)
-    # Each new daemon says what it does: C traces every request, pyxenstored logs (what
-    # a failure below needs, and never seen by the guests)
+    # Each new daemon says what it does (what a failure below needs; never seen by the
+    # guests): a pyxenstored gets a log and a trace (-T, C's option for it), through -c.
+    # A C xenstored gets no -c: as operators run it, it inherits the command line of the
+    # pyxenstored before it, of which only C's options go on (its trace among them).
+    lu=(xenstore-control live-update)
     if [ "$binary" = "$C" ]; then
-        current_log=$PXS_SCENARIO_DIR/c-trace-$n.log
-        args="--pid-file /var/run/xen/xenstored.pid -T $current_log"
+        current_log=$PXS_SCENARIO_DIR/trace.log
     else
         current_log=$PXS_SCENARIO_DIR/py-$n.log
-        args="--pid-file /var/run/xen/xenstored.pid --log-file $current_log"
+        lu+=(-c "--pid-file /var/run/xen/xenstored.pid --log-file $current_log -T $PXS_SCENARIO_DIR/trace.log")
     fi
-    timeout 120 xenstore-control live-update -c "$args" -t 30 "$binary" > "$PXS_SCENARIO_DIR/lu-$n.log" 2>&1
+    timeout 120 "${lu[@]}" -t 30 "$binary" > "$PXS_SCENARIO_DIR/lu-$n.log" 2>&1
     rc=$?
     log "live update $n to $binary: rc=$rc in $(elapsed "$t0")s: $(tr '\n' ' ' < "$PXS_SCENARIO_DIR/lu-$n.log")"
     [ $rc = 0 ] || { tail -20 "$PXS_SCENARIO_DIR/syslog.log" | sed 's/^/  syslog: /'; die "live update $n failed"; }
