@@ -169,6 +169,15 @@ def c_command_line(argv: Sequence[str]) -> list[str]:
             arity[option] = (action in c_actions, action.nargs)
     out: list[str] = []
     i = 0
+
+    def value_next(nargs: int | str | None) -> list[str]:
+        """The next token, taken as the value of an option written without one."""
+        nonlocal i
+        if i < len(argv) and (nargs != "?" or not argv[i].startswith("-")):
+            i += 1
+            return [argv[i - 1]]
+        return []
+
     while i < len(argv):
         token = argv[i]
         i += 1
@@ -177,11 +186,7 @@ def c_command_line(argv: Sequence[str]) -> list[str]:
         if token.startswith("--"):
             name, eq, _ = token.partition("=")
             keep, nargs = arity.get(name, (False, 0))
-            takes = nargs != 0 and not eq
-            value = []
-            if takes and i < len(argv) and (nargs != "?" or not argv[i].startswith("-")):
-                value = [argv[i]]
-                i += 1
+            value = value_next(nargs) if nargs != 0 and not eq else []
             if keep:
                 out += [token, *value]
         elif token.startswith("-") and len(token) > 1:
@@ -192,10 +197,7 @@ def c_command_line(argv: Sequence[str]) -> list[str]:
                         out.append("-" + letter)
                     continue
                 rest = token[j + 1 :]
-                value = []
-                if not rest and i < len(argv) and (nargs != "?" or not argv[i].startswith("-")):
-                    value = [argv[i]]
-                    i += 1
+                value = [] if rest else value_next(nargs)
                 if keep:
                     out += ["-" + letter + rest, *value]
                 break

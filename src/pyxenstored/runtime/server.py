@@ -346,13 +346,18 @@ class Server:
 
     def _use_journal(self, journal: Journal) -> None:
         self.journal = journal
-        # The transports call it after every request: no indirection.
-        self.persist = journal.write_pending  # type: ignore[method-assign]
-        self.sockets.persist = journal.write_pending
+        self._set_persist(journal.write_pending)
         if self.rings is not None:
-            self.rings.persist = journal.write_pending
             self.rings.journaling = True
             journal.rings = self.rings.journal_records
+
+    def _set_persist(self, persist: Callable[[], None]) -> None:
+        """What writes the crash journal, for the server and both transports alike (they
+        call it after every request: a plain function, no indirection)."""
+        self.persist = persist  # type: ignore[method-assign]
+        self.sockets.persist = persist
+        if self.rings is not None:
+            self.rings.persist = persist
 
     def persist(self) -> None:
         """Write the crash journal's record of the requests just answered (before their
@@ -643,10 +648,8 @@ class Server:
             # A clean stop: the next start is a fresh one (a failed start keeps it).
             self.journal.close(remove=self.serving)
             self.journal = None
-            self.persist = lambda: None  # type: ignore[method-assign]
-            self.sockets.persist = self.persist
+            self._set_persist(lambda: None)
             if self.rings is not None:
-                self.rings.persist = self.persist
                 self.rings.journaling = False
                 self.rings.dirty.clear()
         if self.pid_file is not None:
