@@ -22,9 +22,12 @@ from ..protocol.wire import RingFeature
 from ..state.journal import RingRecord
 from ..transports.base import Mapping
 from ..transports.ring import (
+    CONNECTED,
+    CONNECTION,
     ERROR_COMM,
     ERROR_PROTO,
     REQ_CONS,
+    REQ_PROD,
     RING_SIZE,
     RSP_PROD,
     RingBroken,
@@ -124,6 +127,18 @@ class RingSink:
         conn = self.conn
         queue = self.queue
         out = conn.out
+        if not queue and len(out) == 1:
+            # The common case, a turn's one reply: straight into the ring.
+            data = out[0]
+            n = self.ring.write(data)
+            out.clear()
+            if n < len(data):
+                queue.append(data)
+                self.offset = n
+            if not n:
+                return False
+            conn.out_bytes -= n
+            return True
         if out:
             queue.extend(out)
             out.clear()
@@ -188,13 +203,17 @@ class RingSink:
         manager = self.manager
         ring = self.ring
         conn = self.conn
+        # The page's u32 fields are read directly (one aligned load each, as the ring's
+        # own methods do): a turn runs once per kick, and each method call costs more
+        # than the load it wraps.
+        words = ring.words
         try:
-            if ring.reconnect_requested() and conn.features & _RECONNECTION:
+            if words[CONNECTION] != CONNECTED and conn.features & _RECONNECTION:
                 self._reconnect()
                 return False
-            moved = self._push()
+            moved = self._push() if self.queue or conn.out else False
             more = False
-            if not ring.has_input():
+            if words[REQ_PROD] == words[REQ_CONS]:
                 pass
             elif not self.may_read():
                 manager.stall(self)
@@ -205,8 +224,9 @@ class RingSink:
                     self._answer(data)
                     if self.closed or self.broken:
                         return False
-                    self._push()
-                    more = ring.has_input()
+                    if conn.out or self.queue:
+                        self._push()
+                    more = words[REQ_PROD] != words[REQ_CONS]
         except RingBroken as err:
             manager.fail(self, err.code, str(err))
             return False
