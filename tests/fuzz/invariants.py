@@ -75,7 +75,7 @@ def _tree_problems(engine: Engine) -> list[str]:
                 problems.append(f"bad special path {path!r}")
         elif _PATH.match(path) is None:
             problems.append(f"bad path {path!r}")
-        for name in node.children:
+        for name in node.names():
             if _NAME.match(name) is None:
                 problems.append(f"bad child name {name!r} of {path}")
         perms = node.perms

@@ -1,6 +1,8 @@
-"""The compact store (issue 10): leaves share one empty child list, equal child names and
-permission lists share one object, the interning caches stay bounded, and none of it
-changes what the tree holds or what a transaction sees (copy on write)."""
+"""The compact store (issue 10): leaves share one empty child list, a child list holds its
+children's paths as the very key objects of the tree's ``nodes`` (no name strings),
+equal permission lists share one object, the interning cache stays bounded, and none of
+it changes what the tree holds, lists or counts, or what a transaction sees (copy on
+write)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from hypothesis import strategies as st
 
 from pyxenstored.protocol.paths import parent_of
 from pyxenstored.protocol.perms import NONE, READ, Perms
-from pyxenstored.store.node import NO_CHILDREN, Node
+from pyxenstored.store import node as node_module
+from pyxenstored.store.node import LISTING_CACHED_MAX, LISTINGS_MAX, NO_CHILDREN, Node
 from pyxenstored.store.tree import INTERN_MAX, Tree
 
 ROOT: Perms = ((NONE, 0),)
@@ -40,23 +43,23 @@ def test_first_child_gets_a_dict_and_the_last_one_gives_it_back() -> None:
     tree.create("/a/b", b"", ROOT)
     tree.create("/a/c", b"", ROOT)
     a = tree.nodes["/a"]
-    assert a.children is not NO_CHILDREN and list(a.children) == ["b", "c"]
-    assert a.listing() == b"b\0c\0"
+    assert a.children is not NO_CHILDREN and list(a.children) == ["/a/b", "/a/c"]
+    assert a.listing() == b"b\0c\0" and a.names() == ["b", "c"]
     tree.remove("/a/b")
-    assert list(a.children) == ["c"]
+    assert list(a.children) == ["/a/c"]
     tree.remove("/a/c")
-    assert a.children is NO_CHILDREN and a.listing() == b""
+    assert a.children is NO_CHILDREN and a.listing() == b"" and a.names() == []
     tree.create("/a/d", b"", ROOT)
-    assert list(a.children) == ["d"] and not NO_CHILDREN
+    assert list(a.children) == ["/a/d"] and not NO_CHILDREN
 
 
 def test_a_copy_has_its_own_children_but_leaves_keep_sharing() -> None:
     leaf = Node(b"v", ROOT)
     assert leaf.copy().children is NO_CHILDREN
-    parent = Node(b"", ROOT, {"x": None})
+    parent = Node(b"", ROOT, {"/p/x": None})
     twin = parent.copy()
-    twin.add_child("y")
-    assert list(parent.children) == ["x"] and list(twin.children) == ["x", "y"]
+    twin.add_child("/p/y")
+    assert list(parent.children) == ["/p/x"] and list(twin.children) == ["/p/x", "/p/y"]
     # A node built with an empty dict holds NO_CHILDREN (a snapshot restore does this).
     assert Node(b"", ROOT, {}).children is NO_CHILDREN
 
@@ -70,10 +73,67 @@ def test_a_shared_leaf_gets_its_first_child_on_a_copy() -> None:
     captured.share()
     tree.create("/a/b", b"", ROOT)
     assert captured.children is NO_CHILDREN and not NO_CHILDREN
-    assert list(tree.nodes["/a"].children) == ["b"] and tree.nodes["/a"] is not captured
+    assert list(tree.nodes["/a"].children) == ["/a/b"] and tree.nodes["/a"] is not captured
 
 
-def test_equal_names_and_permissions_share_one_object() -> None:
+def test_a_child_list_holds_the_tree_s_own_key_strings() -> None:
+    """A child costs its parent a dict entry and no string: the key is the object the
+    tree's ``nodes`` dict keys the child by (the path the create was given)."""
+    tree = Tree(ROOT)
+    tree.create("/d", b"", ROOT)
+    path = "".join(["/d/", "state"])  # built at run time, as a request's parser does
+    tree.create(path, b"4", ROOT)
+    (child,) = tree.nodes["/d"].children
+    assert child is path and any(key is path for key in tree.nodes)
+    assert tree.nodes["/"].names() == ["d"] and tree.nodes["/"].listing() == b"d\0"
+
+
+def test_names_listing_and_size_cut_the_parent_path_off() -> None:
+    for parent in ("/", "/a", "/a/bb/ccc"):
+        prefix = parent.rstrip("/") + "/"
+        node = Node(b"12345", ROOT, {prefix + n: None for n in ("x", "yy", "zzz")})
+        assert node.names() == ["x", "yy", "zzz"]
+        assert node.listing() == b"x\0yy\0zzz\0"
+        # header, one permission entry, the value, then each name and its NUL
+        assert node.size() == 16 + 8 + 5 + (2 + 3 + 4)
+    assert Node(b"", ROOT).size() == 16 + 8
+
+
+def test_a_remembered_listing_follows_every_change_of_the_child_list() -> None:
+    """Listings are remembered by their child paths: the same children in another order
+    (removed and created again) or another set of the same size list afresh."""
+    tree = Tree(ROOT)
+    tree.create("/d", b"", ROOT)
+    for name in ("a", "b", "c"):
+        tree.create(f"/d/{name}", b"", ROOT)
+    d = tree.nodes["/d"]
+    assert d.listing() == b"a\0b\0c\0" == d.listing()
+    tree.remove("/d/a")
+    tree.remove("/d/c")
+    tree.create("/d/a", b"", ROOT)
+    tree.create("/d/c", b"", ROOT)
+    assert d.listing() == b"b\0a\0c\0"
+    tree.remove("/d/a")
+    tree.create("/d/x", b"", ROOT)
+    assert d.listing() == b"b\0c\0x\0"
+    # The same names under another parent are another listing's key.
+    tree.create("/e", b"", ROOT)
+    for name in ("b", "c", "y"):
+        tree.create(f"/e/{name}", b"", ROOT)
+    assert tree.nodes["/e"].listing() == b"b\0c\0y\0"
+
+
+def test_remembered_listings_are_bounded() -> None:
+    node_module._LISTINGS.clear()
+    for i in range(LISTINGS_MAX + 10):
+        assert Node(b"", ROOT, {f"/p{i}/c": None}).listing() == b"c\0"
+    assert 0 < len(node_module._LISTINGS) <= LISTINGS_MAX
+    node_module._LISTINGS.clear()
+    wide = Node(b"", ROOT, {f"/w/{i:08}": None for i in range(LISTING_CACHED_MAX // 9 + 1)})
+    assert len(wide.listing()) > LISTING_CACHED_MAX and not node_module._LISTINGS
+
+
+def test_equal_permissions_share_one_object() -> None:
     tree = Tree(ROOT)
     owner: Perms = ((NONE, 5), (READ, 6))
     for d in ("/d1", "/d2"):
@@ -81,25 +141,22 @@ def test_equal_names_and_permissions_share_one_object() -> None:
         # Built afresh for every call, as a request's parser does.
         tree.create(d + "/state", b"4", tuple(list(owner)))
         tree.set_perms(d, tuple(list(owner)))
-    names = [next(iter(tree.nodes[d].children)) for d in ("/d1", "/d2")]
-    assert names == ["state", "state"] and names[0] is names[1]
     assert tree.nodes["/d1/state"].perms is tree.nodes["/d2/state"].perms
     assert tree.nodes["/d1"].perms is tree.nodes["/d2"].perms == owner
 
 
-def test_interning_caches_are_bounded() -> None:
+def test_the_interning_cache_is_bounded() -> None:
     tree = Tree(ROOT)
     tree.create("/many", b"", ROOT)
     for i in range(INTERN_MAX + 10):
-        tree.create(f"/many/n{i}", b"", ((NONE, 0), (READ, i % 60000)))
-    assert len(tree._names) <= INTERN_MAX and len(tree._perms) <= INTERN_MAX
+        tree.create(f"/many/n{i}", b"", ((NONE, 0), (READ, i)))
+    assert len(tree._perms) <= INTERN_MAX
     assert len(tree.nodes["/many"].children) == INTERN_MAX + 10
-    # Names learnt after the cache started again are shared as before.
-    tree.create("/other", b"", ROOT)
-    tree.create("/other/n5", b"", ROOT)
-    tree.create("/many/again", b"", ROOT)
-    tree.create("/other/again", b"", ROOT)
-    assert list(tree.nodes["/many"].children)[-1] is list(tree.nodes["/other"].children)[-1]
+    # Lists learnt after the cache started again are shared as before.
+    tree.create("/other", b"", ((NONE, 0), (READ, 1)))
+    tree.create("/other/a", b"", ((NONE, 0), (READ, 70000)))
+    tree.create("/other/b", b"", ((NONE, 0), (READ, 70000)))
+    assert tree.nodes["/other/a"].perms is tree.nodes["/other/b"].perms
 
 
 paths = st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=3).map(
@@ -130,9 +187,15 @@ def test_every_empty_child_list_in_the_tree_is_the_shared_one(
             tree.set_perms(path, tuple(list(perms)))
     assert not NO_CHILDREN
     by_value: dict[Perms, Perms] = {}
+    keys = {id(key) for key in tree.nodes}
     for path, node in tree.nodes.items():
         if not node.children:
             assert node.children is NO_CHILDREN, path
+        for child in node.children:
+            assert id(child) in keys and parent_of(child) == path, (path, child)
+        names = [c.rsplit("/", 1)[1] for c in node.children]
+        assert node.names() == names
+        assert node.listing() == "".join(n + "\0" for n in names).encode()
         if path[:1] == "/" and path != "/":
             # every permission list came in as a fresh tuple: equal ones are one object
             assert by_value.setdefault(node.perms, node.perms) is node.perms, path

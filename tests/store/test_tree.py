@@ -97,7 +97,7 @@ def check_post_order(path: str, removed: list[tuple[str, Node]]) -> None:
     for p in order:
         assert p == path or p.startswith(path + "/")
         for child in removed[order.index(p)][1].children:
-            assert f"{p}/{child}" in seen, "a child must come before its parent"
+            assert child in seen, "a child must come before its parent"
         seen.add(p)
 
 
@@ -110,12 +110,12 @@ def check_invariants(tree: Tree) -> None:
             continue
         counts[node.owner] = counts.get(node.owner, 0) + 1
         sizes[node.owner] = sizes.get(node.owner, 0) + node_bytes(path, node)
-        prefix = path + "/" if path != "/" else "/"
-        for name in node.children:
-            assert prefix + name in nodes, f"missing child {prefix + name}"
+        for child in node.children:
+            assert child in nodes, f"missing child {child}"
+            assert parent_of(child) == path, f"{child} listed under {path}"
         if path != "/":
             parent = nodes[parent_of(path)]
-            assert path.rsplit("/", 1)[1] in parent.children, f"orphan {path}"
+            assert path in parent.children, f"orphan {path}"
             assert node.gen <= tree.gen
     assert tree.owner_count == counts
     assert tree.owner_bytes == sizes

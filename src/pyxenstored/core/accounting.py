@@ -176,13 +176,14 @@ class QuotaAccounting:
             if path == "/":
                 continue
             parent = nodes.get(parent_of(path))
-            if parent is None or path[path.rfind("/") + 1 :] not in parent.children:
+            if parent is None or path not in parent.children:
                 problems.append(f"orphan node {path}")
         for path, node in nodes.items():
-            prefix = path + "/" if path != "/" else "/"
-            for name in node.children:
-                if prefix + name not in nodes:
-                    problems.append(f"missing child {prefix + name}")
+            for child in node.children:
+                if child not in nodes:
+                    problems.append(f"missing child {child}")
+                elif path[:1] == "@" or parent_of(child) != path:
+                    problems.append(f"child {child} listed under {path}")
         sizes: dict[int, int] = {}
         for path, node in nodes.items():
             if path[:1] == "/":

@@ -96,7 +96,8 @@ class TxnView:
         #: path -> (live node observed or None, facets observed).
         self.observed: dict[str, tuple[Node | None, int]] = {}
         #: path -> (children a listing showed that came from the live tree, in order;
-        #: the children this transaction had itself created or removed by then).
+        #: the children this transaction had itself created or removed by then), each
+        #: child by its path, as child lists hold them (``store.node``).
         self.listed: dict[str, tuple[list[str], frozenset[str]]] = {}
         #: path -> permissions: absent nodes this transaction created as implicit
         #: parents only (see implicit())
@@ -125,7 +126,7 @@ class TxnView:
                 node = overlay[p]
                 if node is None:
                     return True
-                if child[cut + 1 :] in node.children:
+                if child in node.children:
                     return False
                 if self.bases[p] is not None:
                     seen = self.observed.get(child)
@@ -148,16 +149,15 @@ class TxnView:
         """Record what a listing of ``path`` depends on: the children it shows that this
         transaction did not create or remove itself, in order."""
         overlay = self.overlay
-        prefix = path + "/" if path != "/" else "/"
+        bases = self.bases
         decided = frozenset(
-            n
-            for n in node.children
-            if prefix + n in overlay and self.bases.get(prefix + n, node) is None
+            c for c in node.children if c in overlay and bases.get(c, node) is None
         )
         if path in overlay:
             # Children removed here no longer show in the copy but were decided here too.
+            prefix = path + "/" if path != "/" else "/"
             decided |= {
-                p[len(prefix) :]
+                p
                 for p, n in overlay.items()
                 if n is None and p.startswith(prefix) and "/" not in p[len(prefix) :]
             }
@@ -283,7 +283,7 @@ class TxnView:
 
     def create(self, path: str, value: bytes, perms: Perms) -> None:
         parent = self._mutable(parent_of(path), CHILDREN)
-        parent.add_child(path[path.rfind("/") + 1 :])
+        parent.add_child(path)
         self.overlay[path] = Node(value, perms)
         self.bases[path] = None
         self.dirty[path] = _ALL_FACETS
@@ -304,8 +304,7 @@ class TxnView:
             if node is None:
                 continue  # removed here, or gone from the live tree since it was listed
             order.append((p, node))
-            prefix = p + "/"
-            stack.extend(prefix + name for name in node.children)
+            stack.extend(node.children)
         for p, _ in order:
             overlay[p] = None
             self.bases.pop(p, None)
@@ -313,7 +312,7 @@ class TxnView:
         parent = self._mutable(parent_of(path), CHILDREN)
         # The parent's copy may predate the child (seen through an earlier look at the
         # child itself): such a view cannot commit, but must not fail here either.
-        parent.children.pop(path[path.rfind("/") + 1 :], None)
+        parent.children.pop(path, None)
         order.reverse()
         return order
 

@@ -110,7 +110,7 @@ class ConfigTree:
         for domid in sorted(wanted):
             self._add_domain_stat(domid)
         top = e.tree.nodes.get(DOMAIN_STATS)
-        for name in list(top.children) if top is not None else ():
+        for name in top.names() if top is not None else ():
             if not name.isdigit() or int(name) not in wanted:
                 e.tree.remove(f"{DOMAIN_STATS}/{name}")
 
@@ -173,7 +173,7 @@ class ConfigTree:
             if node is None:
                 continue
             found.append((path, node))
-            stack.extend(f"{path}/{name}" for name in reversed(node.children))
+            stack.extend(reversed(node.children))
         return found
 
     def add_stat(self, name: str, compute: Callable[[], str]) -> None:

@@ -53,7 +53,7 @@ def read_stats(engine: Engine) -> Stats:
         if node is None:
             continue
         if node.children:
-            stack.extend(f"{path}/{name}" for name in node.children)
+            stack.extend(node.children)
         elif path != STATS_PATH:
             found[path[len(STATS_PATH) + 1 :]] = node.value.decode("ascii", "replace")
     return Stats.from_nodes(found)

@@ -64,8 +64,14 @@ def text(raw: bytes) -> str:
     return raw.decode("latin-1")
 
 
+def _prefix(path: str) -> str:
+    """What a child's path adds its name to (child lists hold paths; the document
+    names, as it always did)."""
+    return path + "/" if path != "/" else "/"
+
+
 def _node(node: Node) -> list[Any]:
-    return [text(node.value), [list(p) for p in node.perms], list(node.children), node.gen]
+    return [text(node.value), [list(p) for p in node.perms], node.names(), node.gen]
 
 
 def _ref(node: Node | None, live: Node | None) -> Any:
@@ -152,7 +158,8 @@ class Doc:
     @classmethod
     def node(cls, v: Any, what: str) -> Node:
         value, perms, children, gen = cls.list_(v, what, 4)
-        kids = {cls.str_(c, what): None for c in cls.list_(children, what)}
+        prefix = _prefix(what)  # ``what`` is the node's path
+        kids = {prefix + cls.str_(c, what): None for c in cls.list_(children, what)}
         return Node(cls.bytes_(value, what), cls.perms(perms, what), kids, cls.nat(gen, what))
 
 
@@ -174,7 +181,10 @@ def transaction_json(txn: Transaction, conn_id: int, live: dict[str, Node]) -> d
         "bases": [[p, _ref(n, get(p))] for p, n in view.bases.items()],
         "overlay": [[p, _ref(n, None)] for p, n in view.overlay.items()],
         "dirty": [[p, f] for p, f in view.dirty.items()],
-        "listed": [[p, names, sorted(own)] for p, (names, own) in view.listed.items()],
+        "listed": [
+            [p, [c[len(_prefix(p)) :] for c in shown], sorted(c[len(_prefix(p)) :] for c in own)]
+            for p, (shown, own) in view.listed.items()
+        ],
         "implicit": [[p, [list(e) for e in perms]] for p, perms in view.implicit_parents.items()],
     }
 
@@ -222,9 +232,11 @@ def transaction_from_json(tx_id: int, t: dict[str, Any], tree: Tree) -> Transact
         view.dirty[D.str_(path, "path")] = D.nat(facets, "facets")
     for entry in D.list_(t.get("listed"), "listed"):
         path, names, own = D.list_(entry, "a listing", 3)
-        view.listed[D.str_(path, "path")] = (
-            [D.str_(n, "name") for n in D.list_(names, "names")],
-            frozenset(D.str_(n, "name") for n in D.list_(own, "names")),
+        path = D.str_(path, "path")
+        prefix = _prefix(path)
+        view.listed[path] = (
+            [prefix + D.str_(n, "name") for n in D.list_(names, "names")],
+            frozenset(prefix + D.str_(n, "name") for n in D.list_(own, "names")),
         )
     for path, perms in D.pairs(t.get("implicit"), "implicit"):
         view.implicit_parents[D.str_(path, "path")] = D.perms(perms, "implicit")

@@ -227,8 +227,7 @@ def _walk(tree: Tree) -> Iterator[tuple[str, Node]]:
         if found is None:
             raise ValueError(f"the tree lists {path} as a child, but it has no node")
         yield path, found
-        prefix = path + "/" if path != "/" else "/"
-        stack.extend(prefix + name for name in reversed(found.children))
+        stack.extend(reversed(found.children))
 
 
 def _messages(data: bytes) -> list[bytes]:

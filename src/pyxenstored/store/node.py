@@ -8,6 +8,14 @@ class's shared twin (:class:`SharedNode` for :class:`Node`, made for every subcl
 whose class attribute ``shared`` is True. Four slots instead of five make a node 64
 bytes, one allocator size class less than 80.
 
+A node's child list is keyed by each child's *full path*, not its name: in the live
+tree that key is the very string object the tree's ``nodes`` dict holds as the child's
+key, so a child costs its parent one dict entry and no string of its own, and walks and
+removals go from a node to its children without building ``prefix + name``. Only
+:meth:`Node.listing` and :meth:`Node.size` need the names (what DIRECTORY returns and
+what the node-size quota counts), and cut them off the paths; :meth:`Node.names` gives
+them to everyone else.
+
 Memory: most nodes are leaves, so a node without children holds the one shared
 :data:`NO_CHILDREN` (an empty dict that refuses changes) instead of a dict of its own;
 :meth:`Node.add_child` gives it a dict when its first child comes. Anything that adds a
@@ -52,12 +60,18 @@ class _NoChildren(dict[str, None]):
     __setitem__ = setdefault = update = __ior__ = _refuse
 
 
+#: Listings remembered (child paths -> listing), and the longest listing remembered: a
+#: few hundred KiB at most, whatever the tree (see Node.listing).
+LISTINGS_MAX = 256
+LISTING_CACHED_MAX = 4096
+_LISTINGS: dict[tuple[str, ...], bytes] = {}
+
 #: The shared, unchangeable child list of nodes without children.
 NO_CHILDREN: dict[str, None] = _NoChildren()
 
 
 class Node:
-    """One node: value bytes, permission list, ordered child names, generation."""
+    """One node: value bytes, permission list, ordered child paths, generation."""
 
     __slots__ = ("children", "gen", "perms", "value")
 
@@ -80,8 +94,8 @@ class Node:
     ) -> None:
         self.value = value
         self.perms = perms
-        #: Child names in creation order (keys; the values are None). An empty list is
-        #: NO_CHILDREN: add children with add_child() only.
+        #: Child paths (full paths, not names) in creation order (keys; the values are
+        #: None). An empty list is NO_CHILDREN: add children with add_child() only.
         self.children: dict[str, None] = children if children else NO_CHILDREN
         self.gen = gen
 
@@ -90,13 +104,14 @@ class Node:
         if not self.shared:
             self.__class__ = self._shared_class
 
-    def add_child(self, name: str) -> None:
-        """Append ``name`` to the child list (the first child gets the node a dict)."""
+    def add_child(self, path: str) -> None:
+        """Append the child at ``path`` (its full path: pass the string the tree keys it
+        by) to the child list (the first child gets the node a dict)."""
         children = self.children
         if children is NO_CHILDREN:
-            self.children = {name: None}
+            self.children = {path: None}
         else:
-            children[name] = None
+            children[path] = None
 
     def copy(self) -> Node:
         """An unshared copy with its own child dict (NO_CHILDREN stays shared)."""
@@ -107,19 +122,52 @@ class Node:
     def owner(self) -> int:
         return self.perms[0][1]
 
+    def names(self) -> list[str]:
+        """The children's names, in order."""
+        children = self.children
+        if not children:
+            return []
+        # Every child path is this node's path, "/", then the name: one cut for all.
+        first = next(iter(children))
+        cut = first.rfind("/") + 1
+        return "\0".join(children)[cut:].split("\0" + first[:cut])
+
     def listing(self) -> bytes:
         """Child names, each NUL-terminated (DIRECTORY's reply)."""
-        if not self.children:
+        children = self.children
+        if not children:
             return b""
-        return ("\0".join(self.children) + "\0").encode("ascii")
+        # A listing is a function of the child paths alone, so the tuple of them is a
+        # key that can never be stale: a directory listed again unchanged costs a tuple
+        # and a probe (about what joining the names did before child lists held paths).
+        key = tuple(children)
+        found = _LISTINGS.get(key)
+        if found is not None:
+            return found
+        # One join and one replace (both in C) instead of a slice per child: names hold
+        # no NUL, so "\0" + the parent's prefix occurs only where a child path starts.
+        first = key[0]
+        cut = first.rfind("/") + 1
+        joined = "\0".join(key)[cut:].replace("\0" + first[:cut], "\0")
+        out = (joined + "\0").encode("ascii")
+        if len(out) <= LISTING_CACHED_MAX:
+            if len(_LISTINGS) >= LISTINGS_MAX:
+                _LISTINGS.clear()  # bounded: start again
+            _LISTINGS[key] = out
+        return out
 
     def size(self) -> int:
-        """What the node-size quota counts: header, perms, value and child list."""
-        names = sum(len(name) + 1 for name in self.children)
+        """What the node-size quota counts: header, perms, value and child list (each
+        name and its NUL)."""
+        children = self.children
+        names = 0
+        if children:
+            cut = next(iter(children)).rfind("/") + 1
+            names = sum(map(len, children)) - (cut - 1) * len(children)
         return 16 + 8 * len(self.perms) + len(self.value) + names
 
     def __repr__(self) -> str:
-        return f"Node({self.value!r}, {self.perms!r}, {list(self.children)!r}, gen={self.gen})"
+        return f"Node({self.value!r}, {self.perms!r}, {self.names()!r}, gen={self.gen})"
 
 
 class SharedNode(Node):

@@ -17,12 +17,13 @@ methods on an equal tree gives an equal tree, generations and child order includ
 (the crash journal; see ``state.journal``). A rolled-back commit leaves no operation of
 its own, only the counters it moved.
 
-Memory (what a node costs is what the store costs): leaves share one empty child list
-(``store.node``); child names and permission lists are *interned*: equal ones share one
-object, through two small caches (bounded: a cache that fills up is emptied and starts
-again, so hostile names cost at most the cache, and names and permissions nodes already
-hold stay shared). The per-domain indexes are dicts (path -> None), which Python keeps
-denser than sets of the same small size.
+Memory (what a node costs is what the store costs): leaves share one empty child list,
+and a parent's child list is keyed by the children's paths, the same string objects as
+the keys of ``nodes`` (``store.node``): a child costs no name string. Permission lists
+are *interned*: equal ones share one object, through a small cache (bounded: a cache
+that fills up is emptied and starts again, so hostile lists cost at most the cache, and
+lists nodes already hold stay shared). The per-domain indexes are dicts (path -> None),
+which Python keeps denser than sets of the same small size.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ CREATE, SET_VALUE, SET_PERMS, REMOVE, COUNTERS = range(1, 6)
 
 _ABSENT: Node | None = None
 
-#: Entries each interning cache holds before it starts again (a few hundred KiB at most).
+#: Entries the interning cache holds before it starts again (a few hundred KiB at most).
 INTERN_MAX = 4096
 
 _T = TypeVar("_T")
@@ -71,7 +72,6 @@ class Tree:
     """The live store. Callers check permissions and quotas before calling."""
 
     __slots__ = (
-        "_names",
         "_perms",
         "changes",
         "gen",
@@ -97,8 +97,7 @@ class Tree:
         self.owned: dict[int, dict[str, None]] = {}
         #: domid -> paths (keys) of the nodes whose permission entries 1.. name it
         self.granted: dict[int, dict[str, None]] = {}
-        #: Interning caches: child name -> itself, permission list -> itself.
-        self._names: dict[str, str] = {}
+        #: Interning cache: permission list -> itself.
         self._perms: dict[Perms, Perms] = {}
         self.gen = 0
         self.changes = 0
@@ -122,10 +121,6 @@ class Tree:
         return len(self.nodes)
 
     # -- interning -------------------------------------------------------------------
-    def _name(self, name: str) -> str:
-        """The shared string equal to the child name ``name``."""
-        return _intern(self._names, name)
-
     def intern_perms(self, perms: Perms) -> Perms:
         """The shared permission list equal to ``perms``."""
         return _intern(self._perms, perms)
@@ -178,21 +173,13 @@ class Tree:
         cut = path.rfind("/")
         parent_path = path[:cut] if cut > 0 else "/"
         parent = self._own(parent_path, self.nodes[parent_path])
-        # _name() and Node.add_child() inline: this is every create's cost.
-        name = path[cut + 1 :]
-        names = self._names
-        shared = names.get(name)
-        if shared is not None:
-            name = shared
-        else:
-            if len(names) >= INTERN_MAX:
-                names.clear()
-            names[name] = name
+        # Node.add_child() inline: this is every create's cost. The child list's key is
+        # ``path`` itself, the object ``nodes`` keys the new node by (no name string).
         children = parent.children
         if children is NO_CHILDREN:
-            parent.children = {name: None}
+            parent.children = {path: None}
         else:
-            children[name] = None
+            children[path] = None
         self._stamp(parent)
         if perms is not parent.perms:  # inherited permissions are shared already
             perms = self.intern_perms(perms)
@@ -212,8 +199,7 @@ class Tree:
     def attach(self, path: str, value: bytes, perms: Perms, gen: int) -> None:
         """Add a node under its existing parent as it was recorded (a state restore):
         ``gen`` is kept, nothing is stamped, journaled or logged; accounts stay exact."""
-        parent = self.nodes[parent_of(path)]
-        parent.add_child(self._name(path[path.rfind("/") + 1 :]))
+        self.nodes[parent_of(path)].add_child(path)
         node = self.nodes[path] = Node(value, self.intern_perms(perms), gen=gen)
         self._charge(path, node, 1)
 
@@ -246,8 +232,7 @@ class Tree:
             p = stack.pop()
             node = nodes[p]
             order.append((p, node))
-            prefix = p + "/" if p != "/" else "/"
-            stack.extend(prefix + name for name in node.children)
+            stack.extend(node.children)
         # Pre-order reversed is a valid post-order: every child precedes its parent.
         order.reverse()
         journal = self.journal
@@ -259,7 +244,7 @@ class Tree:
         parent_path = parent_of(path)
         parent = self._own(parent_path, nodes[parent_path])
         children = parent.children
-        del children[path[path.rfind("/") + 1 :]]
+        del children[path]
         if not children:
             parent.children = NO_CHILDREN  # an empty directory costs no dict either
         self._stamp(parent)
