@@ -26,6 +26,11 @@ the last reply (and a DIRECTORY round trip, so that everything is settled):
   connections standing in for the domains' rings; the nodes are written over dom0's
   connection, the watches' connections send only their WATCH).
 
+Every value is ``--value-size`` bytes. With ``--values same`` (the default, as every
+figure in RESULTS.md before this option) all of them are equal; with ``--values
+distinct`` each is its own (the writes' counter in hex): a daemon that shares equal
+values pays for every one there.
+
 Reported per daemon and case: ``VmRSS`` before and after, the growth per node written
 (``B/node``), and the same for ``RssAnon`` (anonymous memory only: without file
 mappings, such as pyxenstored's mapped crash journal). With several runs each cell is
@@ -43,7 +48,7 @@ import shutil
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,6 +136,21 @@ def home_paths(domid: int, count: int) -> list[str]:
     return [f"/local/domain/{domid}/{key}" for key in keys]
 
 
+def value_maker(size: int, distinct: bool) -> Callable[[], bytes]:
+    """A function giving each write its value: always the same, or each a new one."""
+    same = b"v" * size
+    if not distinct:
+        return lambda: same
+    written = 0
+
+    def next_value() -> bytes:
+        nonlocal written
+        written += 1
+        return (b"%0*x" % (size, written))[-size:] if size else b""
+
+    return next_value
+
+
 def pipelined(conn: Connection, messages: Iterator[tuple[int, bytes]], depth: int) -> int:
     """Send every (type, payload) with ``depth`` requests in flight; RuntimeError on the
     first error reply. Returns how many were sent."""
@@ -181,14 +201,14 @@ class Sample:
 
 
 def run_nodes(
-    conn: Connection, count: int, value: bytes, names: str, depth: int, quiet: bool
+    conn: Connection, count: int, value: Callable[[], bytes], names: str, depth: int, quiet: bool
 ) -> int:
     """Write ``count`` nodes (and their directories); the nodes created."""
 
     def messages() -> Iterator[tuple[int, bytes]]:
         for i in range(count):
             name = f"n{i}" if names == "unique" else f"k{i % 1000}"
-            yield XS_WRITE, write_arg(f"/bench/memory/d{i // 1000}/{name}", value)
+            yield XS_WRITE, write_arg(f"/bench/memory/d{i // 1000}/{name}", value())
             if not quiet and i and i % 100000 == 0:
                 progress(quiet, f"    {i} nodes written")
 
@@ -201,7 +221,7 @@ def run_domains(
     conn: Connection,
     domains: int,
     per_domain: int,
-    value: bytes,
+    value: Callable[[], bytes],
     depth: int,
     watchers: list[Connection],
 ) -> int:
@@ -213,7 +233,7 @@ def run_domains(
             yield XS_WRITE, write_arg(home, b"")
             yield XS_SET_PERMS, perms_arg(home, [f"n{d}"])
             for path in home_paths(d, per_domain):
-                yield XS_WRITE, write_arg(path, value)
+                yield XS_WRITE, write_arg(path, value())
 
     pipelined(conn, messages(), depth)
     for d in range(1, domains + 1):
@@ -238,7 +258,7 @@ def one_run(spec: DaemonSpec, case: str, size: int, args: argparse.Namespace) ->
             time.sleep(args.settle)
             before = memory_kib(daemon.pid)
             t0 = time.monotonic()
-            value = b"v" * args.value_size
+            value = value_maker(args.value_size, args.values == "distinct")
             if case == "nodes":
                 nodes = run_nodes(conn, size, value, args.names, args.pipeline, args.quiet)
             else:
@@ -266,17 +286,19 @@ def one_run(spec: DaemonSpec, case: str, size: int, args: argparse.Namespace) ->
 
 
 def label(case: str, size: int, args: argparse.Namespace) -> str:
+    values = ", distinct values" if args.values == "distinct" else ""
     if case == "nodes":
-        return f"nodes {size} ({args.names} names)"
-    return f"domains {args.domains} x {args.per_domain} + watches"
+        return f"nodes {size} ({args.names} names{values})"
+    return f"domains {args.domains} x {args.per_domain} + watches{values}"
 
 
 def summary(samples: list[Sample], daemons: list[str], baseline: str) -> str:
     keys: dict[str, None] = {}
     for s in samples:
         keys[str(s.extra["label"])] = None
+    width = max(34, *(len(k) for k in keys))
     head = (
-        f"{'case':<34} {'daemon':<22} {'nodes':>8} {'RSS MiB before':>14} "
+        f"{'case':<{width}} {'daemon':<22} {'nodes':>8} {'RSS MiB before':>14} "
         f"{'after':>8} {'B/node':>14} {'anon B/node':>12} {'÷' + baseline:>12}"
     )
     lines = [head, "-" * len(head)]
@@ -297,7 +319,7 @@ def summary(samples: list[Sample], daemons: list[str], baseline: str) -> str:
                 spread += f" [{min(rss):.0f}..{max(rss):.0f}]"
             ratio = f"{medians[name] / medians[baseline]:.2f}" if medians.get(baseline) else "-"
             lines.append(
-                f"{case:<34} {name:<22} {mine[0].nodes:>8} "
+                f"{case:<{width}} {name:<22} {mine[0].nodes:>8} "
                 f"{statistics.median(s.before['VmRSS'] for s in mine) / 1024:>14.1f} "
                 f"{statistics.median(s.after['VmRSS'] for s in mine) / 1024:>8.1f} "
                 f"{spread:>14} {anon:>12.0f} {ratio:>12}"
@@ -318,6 +340,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--nodes", type=int_list, default=[100000], help="e.g. 100000,1000000")
     parser.add_argument("--names", choices=("unique", "repeated"), default="unique")
     parser.add_argument("--value-size", type=int, default=16)
+    parser.add_argument(
+        "--values",
+        choices=("same", "distinct"),
+        default="same",
+        help="equal values or each its own",
+    )
     parser.add_argument("--domains", type=positive_int, default=1000)
     parser.add_argument("--per-domain", type=positive_int, default=150)
     parser.add_argument("--pipeline", type=positive_int, default=64, help="requests in flight")

@@ -14,7 +14,7 @@ from pyxenstored.protocol.paths import parent_of
 from pyxenstored.protocol.perms import NONE, READ, Perms
 from pyxenstored.store import node as node_module
 from pyxenstored.store.node import LISTING_CACHED_MAX, LISTINGS_MAX, NO_CHILDREN, Node
-from pyxenstored.store.tree import INTERN_MAX, Tree
+from pyxenstored.store.tree import INTERN_MAX, VALUE_INTERN_MAX, Tree
 
 ROOT: Perms = ((NONE, 0),)
 
@@ -145,12 +145,36 @@ def test_equal_permissions_share_one_object() -> None:
     assert tree.nodes["/d1"].perms is tree.nodes["/d2"].perms == owner
 
 
-def test_the_interning_cache_is_bounded() -> None:
+def test_equal_short_values_share_one_object_long_ones_do_not() -> None:
+    tree = Tree(ROOT)
+    short, long = b"x86_64-abi", b"v" * (VALUE_INTERN_MAX + 1)
+
+    def fresh(value: bytes) -> bytes:  # an equal, new object, as a request's parser makes
+        return bytes(bytearray(value))
+
+    for d in ("/d1", "/d2"):
+        tree.create(d, fresh(short), ROOT)
+        tree.create(d + "/k", b"", ROOT)
+        tree.set_value(d + "/k", fresh(short))
+        tree.create(d + "/long", fresh(long), ROOT)
+    nodes = tree.nodes
+    assert nodes["/d1"].value is nodes["/d2"].value is nodes["/d1/k"].value == short
+    assert nodes["/d2/k"].value is nodes["/d1"].value
+    assert nodes["/d1/long"].value == nodes["/d2/long"].value == long
+    assert nodes["/d1/long"].value is not nodes["/d2/long"].value
+    restored = Tree(ROOT)
+    restored.attach("/a", fresh(short), ROOT, 3)
+    restored.attach("/b", fresh(short), ROOT, 4)
+    assert restored.nodes["/a"].value is restored.nodes["/b"].value
+
+
+def test_the_interning_caches_are_bounded() -> None:
     tree = Tree(ROOT)
     tree.create("/many", b"", ROOT)
     for i in range(INTERN_MAX + 10):
-        tree.create(f"/many/n{i}", b"", ((NONE, 0), (READ, i)))
-    assert len(tree._perms) <= INTERN_MAX
+        tree.create(f"/many/n{i}", b"%d" % (i + 10), ((NONE, 0), (READ, i)))
+        tree.set_value(f"/many/n{i}", b"%d" % (i + 100000))
+    assert len(tree._perms) <= INTERN_MAX and len(tree._values) <= INTERN_MAX
     assert len(tree.nodes["/many"].children) == INTERN_MAX + 10
     # Lists learnt after the cache started again are shared as before.
     tree.create("/other", b"", ((NONE, 0), (READ, 1)))

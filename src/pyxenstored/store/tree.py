@@ -20,9 +20,11 @@ its own, only the counters it moved.
 Memory (what a node costs is what the store costs): leaves share one empty child list,
 and a parent's child list is keyed by the children's paths, the same string objects as
 the keys of ``nodes`` (``store.node``): a child costs no name string. Permission lists
-are *interned*: equal ones share one object, through a small cache (bounded: a cache
-that fills up is emptied and starts again, so hostile lists cost at most the cache, and
-lists nodes already hold stay shared). The per-domain indexes are dicts (path -> None),
+and short values are *interned*: equal ones share one object, through two small caches
+(bounded: a cache that fills up is emptied and starts again, so hostile input costs at
+most the cache, and what nodes already hold stays shared). Values repeat across a real
+tree (``4``, ``online``, ``x86_64-abi``, ``xenconsoled``, feature flags, small numbers):
+a shared value saves its 48-64 bytes per node. The per-domain indexes are dicts (path -> None),
 which Python keeps denser than sets of the same small size.
 """
 
@@ -43,8 +45,11 @@ CREATE, SET_VALUE, SET_PERMS, REMOVE, COUNTERS = range(1, 6)
 
 _ABSENT: Node | None = None
 
-#: Entries the interning cache holds before it starts again (a few hundred KiB at most).
+#: Entries each interning cache holds before it starts again (a few hundred KiB at most).
 INTERN_MAX = 4096
+#: Longest value interned: short values are the ones that repeat (and one byte or none
+#: is shared by Python already).
+VALUE_INTERN_MAX = 64
 
 _T = TypeVar("_T")
 
@@ -73,6 +78,7 @@ class Tree:
 
     __slots__ = (
         "_perms",
+        "_values",
         "changes",
         "gen",
         "granted",
@@ -97,8 +103,9 @@ class Tree:
         self.owned: dict[int, dict[str, None]] = {}
         #: domid -> paths (keys) of the nodes whose permission entries 1.. name it
         self.granted: dict[int, dict[str, None]] = {}
-        #: Interning cache: permission list -> itself.
+        #: Interning caches: permission list -> itself, short value -> itself.
         self._perms: dict[Perms, Perms] = {}
+        self._values: dict[bytes, bytes] = {}
         self.gen = 0
         self.changes = 0
         self.owner_count: dict[int, int] = {root_perms[0][1]: 1}
@@ -125,6 +132,12 @@ class Tree:
         """The shared permission list equal to ``perms``."""
         return _intern(self._perms, perms)
 
+    def intern_value(self, value: bytes) -> bytes:
+        """The shared bytes equal to ``value`` if it is short (else ``value``)."""
+        if 1 < len(value) <= VALUE_INTERN_MAX:
+            return _intern(self._values, value)
+        return value
+
     # -- writing ---------------------------------------------------------------------
     def _own(self, path: str, node: Node) -> Node:
         """The node to mutate: a fresh copy if a transaction holds the old one."""
@@ -146,6 +159,15 @@ class Tree:
         node = self._own(path, self.nodes[path])
         owner = node.perms[0][1]
         self.owner_bytes[owner] = self.owner_bytes.get(owner, 0) + len(value) - len(node.value)
+        if 1 < len(value) <= VALUE_INTERN_MAX:  # intern_value() inline
+            values = self._values
+            shared = values.get(value)
+            if shared is not None:
+                value = shared
+            else:
+                if len(values) >= INTERN_MAX:
+                    values.clear()
+                values[value] = value
         node.value = value
         self._stamp(node)
         if self.log is not None:
@@ -183,6 +205,15 @@ class Tree:
         self._stamp(parent)
         if perms is not parent.perms:  # inherited permissions are shared already
             perms = self.intern_perms(perms)
+        if 1 < len(value) <= VALUE_INTERN_MAX:  # intern_value() inline
+            values = self._values
+            shared = values.get(value)
+            if shared is not None:
+                value = shared
+            else:
+                if len(values) >= INTERN_MAX:
+                    values.clear()
+                values[value] = value
         node = Node(value, perms, gen=parent.gen)
         if self.journal is not None:
             self.journal.append((path, _ABSENT))
@@ -200,7 +231,7 @@ class Tree:
         """Add a node under its existing parent as it was recorded (a state restore):
         ``gen`` is kept, nothing is stamped, journaled or logged; accounts stay exact."""
         self.nodes[parent_of(path)].add_child(path)
-        node = self.nodes[path] = Node(value, self.intern_perms(perms), gen=gen)
+        node = self.nodes[path] = Node(self.intern_value(value), self.intern_perms(perms), gen=gen)
         self._charge(path, node, 1)
 
     def replace(self, path: str, node: Node) -> None:
