@@ -21,6 +21,8 @@ HIGH_WATER of unsent replies, and output is cut off past ``socket_buffer_max``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 import os
 import socket
@@ -240,22 +242,57 @@ class SocketProtocol(asyncio.Protocol):
             transport.abort()
 
 
+#: room in ``sockaddr_un.sun_path`` for a path and its terminating NUL
+_SUN_PATH_MAX = 108
+
+
 async def listen_unix(state: SocketState, path: str, backlog: int) -> asyncio.AbstractServer:
-    """Bind the daemon socket: stale file removed, mode 0600, directory created."""
+    """Bind the daemon socket: stale file removed, mode 0600, directory created.
+
+    The socket appears at ``path`` only once it listens: it is bound under a temporary
+    name in the same directory and renamed into place after ``listen()``. A client (or
+    an init script) that waits for the file to exist and then connects is never
+    refused in between, as it would be if the file appeared at ``bind()``.
+    """
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, mode=0o755, exist_ok=True)
     try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            # What bind() would say; a rename must not replace somebody's file.
+            raise OSError(errno.EADDRINUSE, "a file that is not a socket is in the way", path)
+        os.unlink(path)
     except FileNotFoundError:
         pass
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}")
+    if len(os.fsencode(temporary)) >= _SUN_PATH_MAX:
+        temporary = path  # no room for a longer name: appear at bind(), as before
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:
-        sock.bind(path)
+        sock.bind(temporary)
+    except BaseException:
+        sock.close()
+        raise
     finally:
         os.umask(old)
-    os.chmod(path, 0o600)
-    loop = asyncio.get_running_loop()
-    factory: Any = lambda: state.track(SocketProtocol(state))  # noqa: E731
-    return await loop.create_unix_server(factory, sock=sock, backlog=backlog)
+    try:
+        os.chmod(temporary, 0o600)
+        loop = asyncio.get_running_loop()
+        factory: Any = lambda: state.track(SocketProtocol(state))  # noqa: E731
+        server = await loop.create_unix_server(factory, sock=sock, backlog=backlog)
+    except BaseException:
+        sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    try:
+        if temporary != path:
+            os.rename(temporary, path)
+    except BaseException:
+        server.close()
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    return server
