@@ -63,9 +63,10 @@ import multiprocessing
 import os
 import statistics
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier, Event
@@ -277,12 +278,23 @@ class WorkerResult:
     failure: str | None = None
 
 
+#: the progress counters each worker keeps in its own slots of a shared array
+TALLY_COMPLETED, TALLY_FAILED, TALLY_EAGAIN = range(3)
+TALLY_SLOTS = 3
+#: seconds between two progress lines of a run (stderr; none with --quiet)
+PROGRESS_INTERVAL = 5.0
+
+
 class Worker:
     """One process's share of the VM starts (single asyncio loop, no locking needed)."""
 
-    def __init__(self, settings: Settings, result: WorkerResult) -> None:
+    def __init__(self, settings: Settings, result: WorkerResult, tally: Any = None) -> None:
         self.s = settings
         self.r = result
+        # Shared progress counters (a RawArray; this worker writes only its own slots,
+        # so no lock): what the controller's progress line adds up.
+        self.tally = tally
+        self.tally_base = result.index * TALLY_SLOTS
         self.toolstack_counter = [0]
         self.watch_counter = [0]
         self.guest_counter = [0]
@@ -291,6 +303,10 @@ class Worker:
         self.ring: Any = None  # pyxenstored.client.ring, ring mode only
         self.aio: Any = None  # pyxenstored.client.aio, ring mode only
         self.phase: dict[int, str] = {}  # domid -> the step a VM start is in
+
+    def count(self, slot: int) -> None:
+        if self.tally is not None:
+            self.tally[self.tally_base + slot] += 1
 
     # -- transactions ---------------------------------------------------------------
     async def transaction(
@@ -321,6 +337,7 @@ class Worker:
 
     def note_eagain(self, kind: str, sub: str) -> None:
         self.r.eagain[kind] += 1
+        self.count(TALLY_EAGAIN)
         if sub:
             self.r.eagain_detail[sub] = self.r.eagain_detail.get(sub, 0) + 1
 
@@ -529,6 +546,7 @@ class Worker:
         self.r.latencies.append(t1 - t0)
         self.r.ended = max(self.r.ended, t1)
         self.r.completed += 1
+        self.count(TALLY_COMPLETED)
 
     async def guarded_start(self, vm: VmSpec, gate: asyncio.Semaphore | None) -> None:
         try:
@@ -540,6 +558,7 @@ class Worker:
         except (XsError, OSError, ValueError, AssertionError) as err:
             self.phase.pop(vm.domid, None)
             self.r.failed += 1
+            self.count(TALLY_FAILED)
             self.r.errors += 1
             if len(self.r.error_samples) < MAX_ERROR_SAMPLES:
                 self.r.error_samples.append(f"domid {vm.domid}: {type(err).__name__}: {err}")
@@ -584,6 +603,7 @@ def worker_main(
     start: Barrier,
     stop: Event,
     results: Queue[WorkerResult],
+    tally: Any = None,
 ) -> None:
     result = WorkerResult(index, vms=len(vms))
     posted = False
@@ -591,7 +611,7 @@ def worker_main(
         die_with_parent(parent)
         raise_nofile_limit()
         start.wait(timeout=CONNECT_TIMEOUT)
-        worker = Worker(settings, result)
+        worker = Worker(settings, result, tally)
 
         async def main() -> None:
             nonlocal posted
@@ -744,11 +764,12 @@ def run_bootstorm(args: argparse.Namespace, cpu: DaemonCpu) -> JsonDict:
             raise RuntimeError(f"backend watcher: {text}")
     start = ctx.Barrier(workers + 1)
     stop = ctx.Event()
+    tally = ctx.RawArray("q", workers * TALLY_SLOTS)
     results: Queue[WorkerResult] = ctx.Queue()
     procs = [
         ctx.Process(
             target=worker_main,
-            args=(i, os.getpid(), settings, share, start, stop, results),
+            args=(i, os.getpid(), settings, share, start, stop, results, tally),
             daemon=True,
         )
         for i, share in enumerate(shares)
@@ -761,7 +782,8 @@ def run_bootstorm(args: argparse.Namespace, cpu: DaemonCpu) -> JsonDict:
         cpu_before = cpu.seconds()
         start.wait(timeout=CONNECT_TIMEOUT)
         t_released = time.monotonic()
-        collected = collect(results, len(procs), args.timeout + 60)
+        with show_progress(args, tally, t_released):
+            collected = collect(results, len(procs), args.timeout + 60)
         cpu_after = cpu.seconds()
         cpu_at = time.monotonic()
         if watcher is not None:
@@ -775,6 +797,35 @@ def run_bootstorm(args: argparse.Namespace, cpu: DaemonCpu) -> JsonDict:
     return build_report(
         args, workers, collected, counters, drain, t_released, cpu_before, cpu_after, cpu_at
     )
+
+
+@contextlib.contextmanager
+def show_progress(args: argparse.Namespace, tally: Any, t0: float) -> Iterator[None]:
+    """Every PROGRESS_INTERVAL s while the VMs start, one line on stderr (not with --quiet):
+    VMs started and failed so far, EAGAINs, seconds since the start."""
+    if args.quiet:
+        yield
+        return
+    done = threading.Event()
+
+    def report() -> None:
+        while not done.wait(PROGRESS_INTERVAL):
+            counts = [sum(tally[slot::TALLY_SLOTS]) for slot in range(TALLY_SLOTS)]
+            print(
+                f"bootstorm: {counts[TALLY_COMPLETED]}/{args.vms} VMs started, "
+                f"{counts[TALLY_FAILED]} failed, {counts[TALLY_EAGAIN]} EAGAIN, "
+                f"{time.monotonic() - t0:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    thread = threading.Thread(target=report, name="bootstorm-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def drain_watcher(args: argparse.Namespace, messages: Queue[tuple[str, str]]) -> JsonDict:

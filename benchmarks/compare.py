@@ -197,6 +197,12 @@ def headline(record: RunRecord) -> str:
         for name in metrics
         if name.endswith((".median_us", ".req_per_s")) and not name.startswith("N=0.")
     ]
+    scaled = [int(n[2:].split(".", 1)[0]) for n in metrics if n.startswith("N=")]
+    if scaled:  # idle / ring-scaling: the largest N, where a scanning daemon is slowest
+        top = f"N={max(scaled)}."
+        picks = [n for n in picks if n.startswith(top)] + [
+            n for n in metrics if n.startswith(top) and n.endswith(".median_ratio")
+        ]
     if record.workload == BOOTSTORM_WORKLOAD:
         picks = ["wall_s", "eagain", "req_per_s", "vm_latency.p95_s"]
     shown = ", ".join(f"{n} {fmt(metrics[n]['value'])}" for n in picks[:4])
@@ -374,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep", action="store_true", help="keep each run's directory (daemon log, JSON)"
     )
     parser.add_argument("--json", metavar="FILE", help="write all raw results and the summary")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress lines (one per run) on stderr"
+    )
     return parser
 
 
@@ -436,6 +445,12 @@ def make_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     )
 
 
+def progress(quiet: bool, text: str, end: str = "\n") -> None:
+    """One progress line (or its start) on stderr, unless --quiet."""
+    if not quiet:
+        print(text, end=end, file=sys.stderr, flush=True)
+
+
 def exit_on_sigterm(signum: int, frame: object) -> None:
     """Turn SIGTERM into SystemExit so that the running daemon is stopped on the way out."""
     raise SystemExit(128 + signum)
@@ -456,18 +471,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"load: {shlex.join(settings.load_prefix) or '(unpinned)'} {scripts}; "
         f"{settings.runs} run(s) of {', '.join(settings.workloads)}, interleaved"
     )
+    total = settings.runs * len(settings.workloads) * len(settings.daemons)
+    started = time.monotonic()
     try:
         for run in range(1, settings.runs + 1):
             for workload in settings.workloads:
                 for spec in settings.daemons:
-                    print(
-                        f"run {run}/{settings.runs} {workload:<10} {spec.name:<12} ",
+                    # Progress on stderr (stdout is the report): what runs now, then its
+                    # headline, the count over the whole session and the time so far.
+                    done = len(settings.records)
+                    progress(
+                        args.quiet,
+                        f"[{done + 1}/{total}] run {run}/{settings.runs} {workload:<10} "
+                        f"{spec.name:<12} ",
                         end="",
-                        flush=True,
                     )
                     record = run_one(settings, run, workload, spec)
                     settings.records.append(record)
-                    print(headline(record), flush=True)
+                    elapsed = time.monotonic() - started
+                    minutes, seconds = divmod(int(elapsed), 60)
+                    progress(args.quiet, f"{headline(record)}  {minutes}:{seconds:02d} elapsed")
     except KeyboardInterrupt:
         print("\ninterrupted; summarising the runs done so far", file=sys.stderr)
     summary = summarize(settings)

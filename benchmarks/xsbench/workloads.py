@@ -16,6 +16,7 @@ parameters and counters to the report.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from abc import ABC, abstractmethod
 from argparse import ArgumentParser, Namespace
@@ -39,7 +40,7 @@ from xsbench.measure import (
     op_sequence,
 )
 from xsbench.procs import Phase, run_workers
-from xsbench.report import metric, run_and_report, us_metric
+from xsbench.report import fmt, metric, run_and_report, us_metric
 from xsbench.wire import HEADER, XS_READ, XS_WRITE, SyncConn, path_arg, write_arg
 
 #: one workload of a tool: run, show, help text
@@ -177,6 +178,13 @@ def bind(t: Transport) -> dict[str, Workload]:
 # --------------------------------------------------------------------------
 
 
+def progress(args: Namespace, text: str) -> None:
+    """One line on stderr after each step of a long workload (each N, each K); none with
+    --quiet, as when compare.py runs it (its own line per run is the progress there)."""
+    if not args.quiet:
+        print(text, file=sys.stderr, flush=True)
+
+
 def op_metrics(metrics: JsonDict, prefix: str, summary: JsonDict) -> None:
     metrics[f"{prefix}.median_us"] = us_metric(summary["median_us"])
     metrics[f"{prefix}.p99_us"] = us_metric(summary["p99_us"])
@@ -243,6 +251,11 @@ def scaling(t: Transport, args: Namespace, cpu: DaemonCpu) -> JsonDict:
             )
             entry.update(t.client_report(probe))
             results.append(entry)
+            progress(
+                args,
+                f"scaling: N={have} ({len(results)}/{len(counts)}): set up in {setup:.1f} s, "
+                + ", ".join(f"{op.upper()} median {fmt(entry[op]['median_us'])} µs" for op in ops),
+            )
     base = results[0]
     metrics: JsonDict = {}
     for entry in results:
@@ -388,6 +401,11 @@ def throughput(t: Transport, args: Namespace, cpu: DaemonCpu) -> JsonDict:
             session.cleanup()
             phase.check(k, f"throughput with {k} {t.group_noun}")
             results.append(throughput_row(k, shares, phase))
+            progress(
+                args,
+                f"throughput: K={k} ({len(results)}/{len(args.clients)}): "
+                f"{fmt(results[-1]['req_per_s'], 0)} req/s",
+            )
     metrics: JsonDict = {}
     for r in results:
         k = r["clients"]
