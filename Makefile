@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SOCKET ?= $(CURDIR)/run/socket
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test test-xen lint typecheck fuzz docs clean
+.PHONY: venv run test test-xen lint typecheck fuzz docs plots clean
 
 venv: $(STAMP)
 
@@ -46,6 +46,14 @@ FUZZ_TARGETS ?=
 fuzz: venv
 	$(PY) -m pip install --quiet -e '.[test,fuzz]' || echo "atheris did not install: hypothesis-driven fuzzing"
 	cd tests && ../$(PY) -m fuzz --seconds $(FUZZ_SECONDS) --work $(CURDIR)/run/fuzz $(FUZZ_TARGETS)
+
+# PNG plots of pyxenstored beside C xenstored and oxenstored (benchmarks/plot.py, about
+# 12 minutes: it runs compare.py sessions); matplotlib comes from the 'bench' extra.
+# PLOT_ARGS="--from-json" redraws the committed JSON in benchmarks/plots/ without running.
+PLOT_ARGS ?=
+plots: venv
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) benchmarks/plot.py $(PLOT_ARGS)
 
 # Real Xen in QEMU (docs/real-xen.md): root and apt-get needed, skips with the reason elsewhere.
 # DAEMON=cxenstored runs the same scenarios with Debian's C xenstored (the control run);
