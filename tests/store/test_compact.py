@@ -1,43 +1,65 @@
-"""The compact store (issue 10): leaves share one empty child list, a child list holds its
-children's paths as the very key objects of the tree's ``nodes`` (no name strings),
+"""The compact store (issue 10): leaves share one empty child list, small child lists are
+tuples and wide ones dicts, a child list holds its children's paths as the very key
+objects of the tree's ``nodes`` (no name strings),
 equal permission lists share one object, the interning cache stays bounded, and none of
 it changes what the tree holds, lists or counts, or what a transaction sees (copy on
 write)."""
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyxenstored.protocol.paths import parent_of
 from pyxenstored.protocol.perms import NONE, READ, Perms
 from pyxenstored.store import node as node_module
-from pyxenstored.store.node import LISTING_CACHED_MAX, LISTINGS_MAX, NO_CHILDREN, Node
+from pyxenstored.store.node import (
+    LISTING_CACHED_MAX,
+    LISTINGS_MAX,
+    NO_CHILDREN,
+    SMALL_CHILDREN,
+    Node,
+)
 from pyxenstored.store.tree import INTERN_MAX, VALUE_INTERN_MAX, Tree
 
 ROOT: Perms = ((NONE, 0),)
 
 
-def test_leaves_share_the_empty_child_list_and_it_refuses_children() -> None:
+def test_leaves_share_the_empty_child_list_and_it_cannot_change() -> None:
     tree = Tree(ROOT)
     tree.create("/a", b"x", ROOT)
     tree.create("/b", b"y", ROOT)
     assert tree.nodes["/a"].children is NO_CHILDREN is tree.nodes["/b"].children
-    with pytest.raises(TypeError):
-        NO_CHILDREN["c"] = None
-    with pytest.raises(TypeError):
-        NO_CHILDREN.setdefault("c", None)
-    with pytest.raises(TypeError):
-        NO_CHILDREN.update({"c": None})
-    alias = NO_CHILDREN
-    with pytest.raises(TypeError):
-        alias |= {"c": None}
-    assert not NO_CHILDREN
-    assert NO_CHILDREN.pop("c", None) is None  # removing what is not there stays harmless
+    assert NO_CHILDREN == () and isinstance(NO_CHILDREN, tuple)
+    tree.nodes["/a"].remove_child("/a/c")  # removing what is not there stays harmless
+    assert tree.nodes["/a"].children is NO_CHILDREN
 
 
-def test_first_child_gets_a_dict_and_the_last_one_gives_it_back() -> None:
+def test_a_child_list_is_a_tuple_while_small_a_dict_when_wide() -> None:
+    tree = Tree(ROOT)
+    tree.create("/w", b"", ROOT)
+    w = tree.nodes["/w"]
+    paths = [f"/w/n{i}" for i in range(SMALL_CHILDREN + 3)]
+    for i, path in enumerate(paths):
+        tree.create(path, b"", ROOT)
+        assert isinstance(w.children, tuple if i < SMALL_CHILDREN else dict)
+        assert list(w.children) == paths[: i + 1]
+    tree.remove(paths[5])
+    del paths[5]
+    assert list(w.children) == paths and w.names() == [p[3:] for p in paths]
+    for path in paths:
+        tree.remove(path)
+    assert w.children is NO_CHILDREN
+    # The same through a transaction's copies: a tuple is shared, a dict copied.
+    small = Node(b"", ROOT, ("/s/a", "/s/b"))
+    assert small.copy().children is small.children
+    wide = Node(b"", ROOT, dict.fromkeys(paths))
+    twin = wide.copy()
+    twin.remove_child(paths[0])
+    assert list(wide.children) == paths and list(twin.children) == paths[1:]
+
+
+def test_first_child_makes_a_list_and_the_last_one_gives_it_back() -> None:
     tree = Tree(ROOT)
     tree.create("/a", b"", ROOT)
     tree.create("/a/b", b"", ROOT)
@@ -60,8 +82,8 @@ def test_a_copy_has_its_own_children_but_leaves_keep_sharing() -> None:
     twin = parent.copy()
     twin.add_child("/p/y")
     assert list(parent.children) == ["/p/x"] and list(twin.children) == ["/p/x", "/p/y"]
-    # A node built with an empty dict holds NO_CHILDREN (a snapshot restore does this).
-    assert Node(b"", ROOT, {}).children is NO_CHILDREN
+    # A node built with an empty list holds NO_CHILDREN (a snapshot restore does this).
+    assert Node(b"", ROOT, {}).children is NO_CHILDREN is Node(b"", ROOT, ()).children
 
 
 def test_a_shared_leaf_gets_its_first_child_on_a_copy() -> None:

@@ -150,9 +150,7 @@ class TxnView:
         transaction did not create or remove itself, in order."""
         overlay = self.overlay
         bases = self.bases
-        decided = frozenset(
-            c for c in node.children if c in overlay and bases.get(c, node) is None
-        )
+        decided = frozenset(c for c in node.children if c in overlay and bases.get(c, node) is None)
         if path in overlay:
             # Children removed here no longer show in the copy but were decided here too.
             prefix = path + "/" if path != "/" else "/"
@@ -312,7 +310,7 @@ class TxnView:
         parent = self._mutable(parent_of(path), CHILDREN)
         # The parent's copy may predate the child (seen through an earlier look at the
         # child itself): such a view cannot commit, but must not fail here either.
-        parent.children.pop(path, None)
+        parent.remove_child(path)
         order.reverse()
         return order
 

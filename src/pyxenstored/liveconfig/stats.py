@@ -71,7 +71,8 @@ class LiveNode(Node):
         pass
 
     def copy(self) -> Node:
-        return Node(self.value, self.perms, dict(self.children), self.gen)
+        """A plain node holding the value as computed now (Node.copy builds a Node)."""
+        return Node.copy(self)
 
 
 def domain_figures(engine: Engine, domid: int) -> dict[str, int]:

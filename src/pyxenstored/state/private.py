@@ -159,8 +159,13 @@ class Doc:
     def node(cls, v: Any, what: str) -> Node:
         value, perms, children, gen = cls.list_(v, what, 4)
         prefix = _prefix(what)  # ``what`` is the node's path
-        kids = {prefix + cls.str_(c, what): None for c in cls.list_(children, what)}
-        return Node(cls.bytes_(value, what), cls.perms(perms, what), kids, cls.nat(gen, what))
+        kids = dict.fromkeys(prefix + cls.str_(c, what) for c in cls.list_(children, what))
+        restored = Node(b"", ((0, 0),))
+        for kid in kids:  # through add_child: small lists are tuples
+            restored.add_child(kid)
+        return Node(
+            cls.bytes_(value, what), cls.perms(perms, what), restored.children, cls.nat(gen, what)
+        )
 
 
 # -- transactions -----------------------------------------------------------------------------

@@ -16,16 +16,16 @@ removals go from a node to its children without building ``prefix + name``. Only
 what the node-size quota counts), and cut them off the paths; :meth:`Node.names` gives
 them to everyone else.
 
-Memory: most nodes are leaves, so a node without children holds the one shared
-:data:`NO_CHILDREN` (an empty dict that refuses changes) instead of a dict of its own;
-:meth:`Node.add_child` gives it a dict when its first child comes. Anything that adds a
-child must go through ``add_child`` (removing one from a node that has it is a plain
-``del``/``pop``: ``NO_CHILDREN`` has no entry to remove).
+Memory: a child list is a *tuple* while it is small (up to :data:`SMALL_CHILDREN`
+entries: 8 bytes each, where a dict costs 25-60) and a dict (path -> None) beyond, so
+that adding to and removing from a wide directory stay O(1). Most nodes are leaves and
+hold the empty tuple :data:`NO_CHILDREN`; most directories of a real tree are small
+(``memory/``, ``device/vif/0/``, ``control/``). A tuple is immutable, so a copy shares
+it. Change a child list only through :meth:`Node.add_child` and
+:meth:`Node.remove_child`; read it as any ordered collection of paths.
 """
 
 from __future__ import annotations
-
-from typing import NoReturn
 
 from ..protocol.perms import Perms
 
@@ -35,7 +35,9 @@ __all__ = [
     "NO_CHILDREN",
     "PERMS",
     "PLAIN_NODES",
+    "SMALL_CHILDREN",
     "VALUE",
+    "Children",
     "Node",
     "SharedNode",
 ]
@@ -47,18 +49,11 @@ PERMS = 2
 CHILDREN = 4
 
 
-class _NoChildren(dict[str, None]):
-    """The child list of every leaf: empty, and loud if anything tries to fill it (a
-    child added here would appear under every leaf)."""
-
-    __slots__ = ()
-
-    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
-        raise TypeError("NO_CHILDREN is shared by every leaf: use Node.add_child")
-
-    # Only what adds: removing from an empty dict already fails or does nothing.
-    __setitem__ = setdefault = update = __ior__ = _refuse
-
+#: A child list: child paths in creation order, a tuple while small, else a dict's keys.
+Children = tuple[str, ...] | dict[str, None]
+#: Children a tuple holds before the list becomes a dict: a tuple costs an O(width)
+#: copy per change, which stays below a dict insert's cost up to about here.
+SMALL_CHILDREN = 64
 
 #: Listings remembered (child paths -> listing), and the longest listing remembered: a
 #: few hundred KiB at most, whatever the tree (see Node.listing).
@@ -66,8 +61,8 @@ LISTINGS_MAX = 256
 LISTING_CACHED_MAX = 4096
 _LISTINGS: dict[tuple[str, ...], bytes] = {}
 
-#: The shared, unchangeable child list of nodes without children.
-NO_CHILDREN: dict[str, None] = _NoChildren()
+#: The child list of nodes without children (immutable, so shared by every leaf).
+NO_CHILDREN: tuple[str, ...] = ()
 
 
 class Node:
@@ -90,13 +85,14 @@ class Node:
             )
 
     def __init__(
-        self, value: bytes, perms: Perms, children: dict[str, None] | None = None, gen: int = 0
+        self, value: bytes, perms: Perms, children: Children | None = None, gen: int = 0
     ) -> None:
         self.value = value
         self.perms = perms
-        #: Child paths (full paths, not names) in creation order (keys; the values are
-        #: None). An empty list is NO_CHILDREN: add children with add_child() only.
-        self.children: dict[str, None] = children if children else NO_CHILDREN
+        #: Child paths (full paths, not names) in creation order (see the module doc:
+        #: a tuple, NO_CHILDREN when empty, or a dict's keys). Change it with
+        #: add_child() and remove_child() only.
+        self.children: Children = children if children else NO_CHILDREN
         self.gen = gen
 
     def share(self) -> None:
@@ -106,17 +102,35 @@ class Node:
 
     def add_child(self, path: str) -> None:
         """Append the child at ``path`` (its full path: pass the string the tree keys it
-        by) to the child list (the first child gets the node a dict)."""
+        by) to the child list (past SMALL_CHILDREN the tuple becomes a dict)."""
         children = self.children
-        if children is NO_CHILDREN:
-            self.children = {path: None}
-        else:
+        if isinstance(children, dict):
             children[path] = None
+        elif len(children) < SMALL_CHILDREN:
+            self.children = children + (path,)  # noqa: RUF005 (faster than unpacking)
+        else:
+            grown = dict.fromkeys(children)
+            grown[path] = None
+            self.children = grown
+
+    def remove_child(self, path: str) -> None:
+        """Take the child at ``path`` out of the child list, if it is there (an empty
+        list becomes NO_CHILDREN again)."""
+        children = self.children
+        if isinstance(children, dict):
+            children.pop(path, None)
+            if not children:
+                self.children = NO_CHILDREN
+        elif path in children:
+            i = children.index(path)
+            self.children = children[:i] + children[i + 1 :]
 
     def copy(self) -> Node:
-        """An unshared copy with its own child dict (NO_CHILDREN stays shared)."""
+        """An unshared copy (a tuple child list is shared, a dict copied)."""
         children = self.children
-        return Node(self.value, self.perms, dict(children) if children else None, self.gen)
+        if isinstance(children, dict):
+            children = dict(children)
+        return Node(self.value, self.perms, children, self.gen)
 
     @property
     def owner(self) -> int:

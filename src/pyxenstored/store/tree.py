@@ -34,7 +34,7 @@ from typing import TypeVar
 
 from ..protocol.paths import parent_of
 from ..protocol.perms import Perms
-from .node import NO_CHILDREN, PLAIN_NODES, Node
+from .node import PLAIN_NODES, SMALL_CHILDREN, Node
 
 __all__ = ["COUNTERS", "CREATE", "REMOVE", "SET_PERMS", "SET_VALUE", "Tree", "node_bytes"]
 
@@ -198,10 +198,12 @@ class Tree:
         # Node.add_child() inline: this is every create's cost. The child list's key is
         # ``path`` itself, the object ``nodes`` keys the new node by (no name string).
         children = parent.children
-        if children is NO_CHILDREN:
-            parent.children = {path: None}
-        else:
+        if isinstance(children, dict):
             children[path] = None
+        elif len(children) < SMALL_CHILDREN:
+            parent.children = children + (path,)  # noqa: RUF005 (faster than unpacking)
+        else:
+            parent.add_child(path)
         self._stamp(parent)
         if perms is not parent.perms:  # inherited permissions are shared already
             perms = self.intern_perms(perms)
@@ -274,10 +276,7 @@ class Tree:
             self._charge(p, node, -1)
         parent_path = parent_of(path)
         parent = self._own(parent_path, nodes[parent_path])
-        children = parent.children
-        del children[path]
-        if not children:
-            parent.children = NO_CHILDREN  # an empty directory costs no dict either
+        parent.remove_child(path)
         self._stamp(parent)
         if self.log is not None:
             # The parent's child list changed; the subtree is named by its root only
