@@ -245,5 +245,71 @@ def test_every_empty_child_list_in_the_tree_is_the_shared_one(
         if path[:1] == "/" and path != "/":
             # every permission list came in as a fresh tuple: equal ones are one object
             assert by_value.setdefault(node.perms, node.perms) is node.perms, path
-    for domid, owned in tree.owned.items():
-        assert set(owned) == {p for p, n in tree.nodes.items() if n.owner == domid}
+    assert_owned_index_holds_the_tops(tree)
+
+
+def assert_owned_index_holds_the_tops(tree: Tree) -> None:
+    """``owned`` files exactly the tops of what each domain owns (store.tree)."""
+    tops: dict[int, set[str]] = {}
+    for p, n in tree.nodes.items():
+        if p[:1] != "/" or n.owner == tree.root_owner:
+            continue
+        if p == "/" or tree.nodes[parent_of(p)].owner != n.owner:
+            tops.setdefault(n.owner, set()).add(p)
+    assert {d: set(paths) for d, paths in tree.owned.items()} == tops
+
+
+def test_a_rollback_files_again_a_top_its_parent_had_taken_over() -> None:
+    """A commit gives /a to domain 5 (so 5's /a/b is no top any more) and removes /a/b;
+    the rollback restores /a/b first, under a parent 5 still owns, then /a: /a/b must be
+    filed again when /a goes back to its owner, or 5's death would leave it behind."""
+    tree = Tree(ROOT)
+    tree.create("/a", b"", ROOT)
+    tree.create("/a/b", b"", ((NONE, 5),))
+    assert list(tree.owned[5]) == ["/a/b"]
+    tree.begin_journal()
+    tree.set_perms("/a", ((NONE, 5),))
+    assert list(tree.owned[5]) == ["/a"]
+    tree.remove("/a/b")
+    tree.end_journal(rollback=True)
+    assert list(tree.owned[5]) == ["/a/b"]
+    assert_owned_index_holds_the_tops(tree)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["create", "remove", "perms"]), paths,
+                       st.sampled_from(PERMS)), max_size=12),
+    st.lists(st.tuples(st.sampled_from(["create", "remove", "perms"]), paths,
+                       st.sampled_from(PERMS)), max_size=12),
+)  # fmt: skip
+def test_the_owned_index_survives_owner_changes_and_rollbacks(
+    before: list[tuple[str, str, Perms]], during: list[tuple[str, str, Perms]]
+) -> None:
+    """Owner changes re-file children as tops, and a rolled-back commit (journal
+    replayed backwards, parents and children in any order) leaves the index exact."""
+    tree = Tree(ROOT)
+
+    def run(ops: list[tuple[str, str, Perms]]) -> None:
+        for kind, path, perms in ops:
+            if kind == "create" and path not in tree.nodes:
+                missing = []
+                p = path
+                while p not in tree.nodes:
+                    missing.append(p)
+                    p = parent_of(p)
+                for p in reversed(missing):
+                    tree.create(p, b"", tuple(list(perms)))
+            elif kind == "remove" and path in tree.nodes:
+                tree.remove(path)
+            elif kind == "perms" and path in tree.nodes:
+                tree.set_perms(path, tuple(list(perms)))
+            assert_owned_index_holds_the_tops(tree)
+
+    run(before)
+    saved = {d: dict(paths) for d, paths in tree.owned.items()}
+    tree.begin_journal()
+    run(during)
+    tree.end_journal(rollback=True)
+    assert_owned_index_holds_the_tops(tree)
+    assert {d: set(p) for d, p in tree.owned.items()} == {d: set(p) for d, p in saved.items()}

@@ -196,7 +196,9 @@ class QuotaAccounting:
         for path, node in nodes.items():
             if path[:1] != "/":
                 continue
-            if node.owner != self.tree.root_owner:
+            parent = nodes.get(parent_of(path)) if path != "/" else None
+            top = parent is None or parent.owner != node.owner
+            if node.owner != self.tree.root_owner and top:
                 owned.setdefault(node.owner, set()).add(path)
             for _, d in node.perms[1:]:
                 granted.setdefault(d, set()).add(path)

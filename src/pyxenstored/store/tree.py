@@ -24,12 +24,16 @@ and short values are *interned*: equal ones share one object, through two small 
 (bounded: a cache that fills up is emptied and starts again, so hostile input costs at
 most the cache, and what nodes already hold stays shared). Values repeat across a real
 tree (``4``, ``online``, ``x86_64-abi``, ``xenconsoled``, feature flags, small numbers):
-a shared value saves its 48-64 bytes per node. The per-domain indexes are dicts (path -> None),
-which Python keeps denser than sets of the same small size.
+a shared value saves its 48-64 bytes per node. The per-domain indexes are dicts (path ->
+None), which Python keeps denser than sets of the same small size, and ``owned`` holds
+only the *tops* of what each domain owns (a node it owns under a parent it does not
+own): removing those removes everything it owns, and a guest's home of a hundred nodes
+is one entry. An owner change re-files the children it turns into tops or not.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TypeVar
 
 from ..protocol.paths import parent_of
@@ -99,7 +103,8 @@ class Tree:
     def __init__(self, root_perms: Perms) -> None:
         self.nodes: dict[str, Node] = {"/": Node(b"", root_perms, gen=0)}
         self.root_owner = root_perms[0][1]
-        #: domid -> paths (keys) of the nodes it owns (not for the root's owner)
+        #: domid -> paths (keys) of the tops of what it owns: the nodes it owns whose
+        #: parent it does not own (not for the root's owner; see the module doc)
         self.owned: dict[int, dict[str, None]] = {}
         #: domid -> paths (keys) of the nodes whose permission entries 1.. name it
         self.granted: dict[int, dict[str, None]] = {}
@@ -179,11 +184,14 @@ class Tree:
         """Replace the permissions of an existing node (the owner count follows)."""
         node = self._own(path, self.nodes[path])
         special = path[:1] == "@"  # special nodes are nobody's: never charged
+        old_owner = node.perms[0][1]
         if not special:
             self._charge(path, node, -1)
         node.perms = perms = self.intern_perms(perms)
         if not special:
             self._charge(path, node, 1)
+            if perms[0][1] != old_owner:
+                self._refile(node.children, old_owner, perms[0][1])
         self._stamp(node)
         if self.log is not None:
             self.log.append(path)
@@ -246,6 +254,8 @@ class Tree:
         if path[:1] != "@":
             self._charge(path, old, -1)
             self._charge(path, node, 1)
+            if node.perms[0][1] != old.perms[0][1]:
+                self._refile(node.children, old.perms[0][1], node.perms[0][1])
         self.nodes[path] = node
 
     def create_special(self, path: str, perms: Perms) -> None:
@@ -301,14 +311,37 @@ class Tree:
             if not paths:
                 del index[domid]
 
+    def _refile(self, children: Iterable[str], old: int, new: int) -> None:
+        """A parent's owner went from ``old`` to ``new``: of its children, those ``old``
+        owns are tops of what it owns now, those ``new`` owns are not any more."""
+        nodes = self.nodes
+        owned = self.owned
+        root = self.root_owner
+        for child in children:
+            node = nodes.get(child)
+            if node is None:
+                continue  # not there (yet): charging it will file it
+            owner = node.perms[0][1]
+            if owner == root:
+                continue
+            if owner == old:
+                self._index(owned, old, child, 1)
+            elif owner == new:
+                self._index(owned, new, child, -1)
+
     def _charge(self, path: str, node: Node, sign: int) -> None:
         """Add (sign 1) or take away (sign -1) a node from its owner's accounts."""
         perms = node.perms
         owner = perms[0][1]
-        # Indexes for domain death: the nodes each domain owns (the privileged owner of
-        # the root is left out: it never dies) and the nodes granting it rights.
+        # Indexes for domain death: the tops of what each domain owns (the privileged
+        # owner of the root is left out: it never dies) and the nodes granting it rights.
         if owner != self.root_owner:
-            self._index(self.owned, owner, path, sign)
+            if sign < 0:
+                self._index(self.owned, owner, path, sign)
+            else:
+                parent = self.nodes.get(parent_of(path)) if path != "/" else None
+                if parent is None or parent.perms[0][1] != owner:
+                    self._index(self.owned, owner, path, sign)
         for i in range(1, len(perms)):
             self._index(self.granted, perms[i][1], path, sign)
         counts = self.owner_count
@@ -348,6 +381,8 @@ class Tree:
             else:
                 nodes[path] = before
                 self._charge(path, before, 1)
+                if current is not None and current.perms[0][1] != before.perms[0][1]:
+                    self._refile(before.children, current.perms[0][1], before.perms[0][1])
         self.changes += 1
         if sink is not None:
             sink.append((COUNTERS, self.gen, self.changes))
