@@ -18,11 +18,12 @@ methods on an equal tree gives an equal tree, generations and child order includ
 its own, only the counters it moved.
 
 Memory (what a node costs is what the store costs): leaves share one empty child list,
-and a parent's child list is keyed by the children's paths, the same string objects as
-the keys of ``nodes`` (``store.node``): a child costs no name string. Permission lists
-and short values are *interned*: equal ones share one object, through two small caches
-(bounded: a cache that fills up is emptied and starts again, so hostile input costs at
-most the cache, and what nodes already hold stays shared). Values repeat across a real
+small child lists are tuples, and a child list holds the children's paths, the same
+string objects as the keys of ``nodes`` (``store.node``): a child costs no name string.
+Permission lists and the short values of new nodes are *interned*: equal ones share one
+object, through two small caches (bounded: a cache that fills up is emptied and starts
+again, so hostile input costs at most the cache, and what nodes already hold stays
+shared). Values repeat across a real
 tree (``4``, ``online``, ``x86_64-abi``, ``xenconsoled``, feature flags, small numbers):
 a shared value saves its 48-64 bytes per node. The per-domain indexes are dicts (path ->
 None), which Python keeps denser than sets of the same small size, and ``owned`` holds
@@ -164,15 +165,8 @@ class Tree:
         node = self._own(path, self.nodes[path])
         owner = node.perms[0][1]
         self.owner_bytes[owner] = self.owner_bytes.get(owner, 0) + len(value) - len(node.value)
-        if 1 < len(value) <= VALUE_INTERN_MAX:  # intern_value() inline
-            values = self._values
-            shared = values.get(value)
-            if shared is not None:
-                value = shared
-            else:
-                if len(values) >= INTERN_MAX:
-                    values.clear()
-                values[value] = value
+        # Not interned: values that repeat are mostly written once, when their node is
+        # created; interning every rewrite cost WRITE 2-3 % (benchmarks/core.py).
         node.value = value
         self._stamp(node)
         if self.log is not None:
