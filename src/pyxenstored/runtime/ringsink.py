@@ -13,7 +13,6 @@ stall rules.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from typing import TYPE_CHECKING
 
 from ..core.connection import Connection
@@ -80,7 +79,7 @@ class RingSink:
         self.port = port
         #: messages taken from ``conn.out`` but not yet fully in the ring (still counted
         #: in ``conn.out_bytes``, so the engine's event cap sees them)
-        self.queue: deque[bytes] = deque()
+        self.queue: list[bytes] = []
         #: bytes of ``queue[0]`` already written
         self.offset = 0
         #: the ring broke the protocol and is no longer served
@@ -162,16 +161,21 @@ class RingSink:
         if not n:
             return False
         conn.out_bytes -= n
+        # Drop the messages written whole (one slice deletion: the queue is a list, whose
+        # empty form costs 56 bytes per ring where a deque's costs ~700).
         offset = self.offset
+        done = 0
         while n:
-            left = len(queue[0]) - offset
+            left = len(queue[done]) - offset
             if left <= n:
                 n -= left
-                queue.popleft()
+                done += 1
                 offset = 0
             else:
                 offset += n
                 n = 0
+        if done:
+            del queue[:done]
         self.offset = offset
         return True
 

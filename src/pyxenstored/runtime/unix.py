@@ -96,7 +96,9 @@ class SocketProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         #: a connection restored by a live update is adopted, not made
         self.conn: Connection | None = conn
-        self.backlog: deque[Packet] = deque()
+        #: requests read but not yet answered (made when first needed: an empty deque
+        #: is ~700 bytes, and most clients never pipeline past the high-water mark)
+        self.backlog: deque[Packet] | None = None
         self.paused = False
 
     # asyncio callbacks ---------------------------------------------------------------
@@ -137,7 +139,10 @@ class SocketProtocol(asyncio.Protocol):
             if conn.reader.error:
                 self._drop(conn.reader.error)
             return
-        self.backlog.extend(packets)
+        backlog = self.backlog
+        if backlog is None:
+            backlog = self.backlog = deque()
+        backlog.extend(packets)
         if not self.paused:
             self._drain_backlog()
 
@@ -160,6 +165,8 @@ class SocketProtocol(asyncio.Protocol):
             return
         handle = self.state.engine.handle
         backlog = self.backlog
+        if backlog is None:
+            backlog = self.backlog = deque()
         persist = self.state.persist
         while backlog and not conn.closed:
             handle(conn, backlog.popleft())
@@ -182,16 +189,17 @@ class SocketProtocol(asyncio.Protocol):
         """Live update: the requests read but not yet answered go back in front of the
         connection's partial input, so that the state dump carries them as unread."""
         conn = self.conn
-        if conn is None or not self.backlog:
+        backlog = self.backlog
+        if conn is None or not backlog:
             return
         raw = b"".join(
-            HEADER.pack(p.op, p.req_id, p.tx_id, len(p.payload)) + p.payload for p in self.backlog
+            HEADER.pack(p.op, p.req_id, p.tx_id, len(p.payload)) + p.payload for p in backlog
         )
-        self.backlog.clear()
+        backlog.clear()
         conn.reader.preload(raw + conn.reader.pending_data)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.backlog.clear()
+        self.backlog = None
         if self.conn is not None:
             self.state.engine.disconnect(self.conn)
         self.state.forget(self)
@@ -212,7 +220,7 @@ class SocketProtocol(asyncio.Protocol):
         """What the daemon holds for this client (the quantity the module's memory bound
         is about): output not yet taken by the kernel, requests read but not answered,
         and a partial request."""
-        held = sum(len(p.payload) + 16 for p in self.backlog)
+        held = sum(len(p.payload) + 16 for p in self.backlog or ())
         conn = self.conn
         if conn is not None:
             held += conn.out_bytes + conn.reader.pending
