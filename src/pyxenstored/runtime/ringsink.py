@@ -42,6 +42,7 @@ __all__ = ["RingSink"]
 log = logging.getLogger("pyxenstored.rings")
 
 _RECONNECTION = int(RingFeature.RECONNECTION)
+_new = tuple.__new__
 
 
 class RingSink:
@@ -272,12 +273,16 @@ class RingSink:
                 unsent += b"".join(out)
         else:
             unsent = out[0] if len(out) == 1 else b"".join(out)
-        return RingRecord(
-            self.domid,
-            (words[REQ_CONS] + self.peeked) & 0xFFFFFFFF,
-            words[RSP_PROD],
-            unsent,
-            conn.reader.pending_data,
+        # tuple.__new__ skips the named tuple's Python-level __new__ (once per request).
+        return _new(
+            RingRecord,
+            (
+                self.domid,
+                (words[REQ_CONS] + self.peeked) & 0xFFFFFFFF,
+                words[RSP_PROD],
+                unsent,
+                conn.reader.pending_data,
+            ),
         )
 
     def _reconnect(self) -> None:
