@@ -443,3 +443,28 @@ def test_release_domain_with_depth_names_the_domain() -> None:
     assert sorted(h.take_events("w")) == sorted(
         [("@releaseDomain", "bare"), ("@releaseDomain/7", "one"), ("@releaseDomain/7", "seven")]
     )
+
+
+def test_tree_writes_skip_matching_while_only_special_names_are_watched() -> None:
+    """The registry counts watched tree paths; with none, a write matches nothing, and a
+    watch on a tree path set later (or again after UNWATCH) fires as before."""
+    h = Kit()
+    registry = h.engine.watches
+    h.request("w", Op.WATCH, z("@releaseDomain", "r"))
+    h.request("w", Op.WATCH, z("@introduceDomain", "i"))
+    assert registry.tree_paths == 0
+    h.take_events("w")
+    h.write("a", "/x/y", "1")
+    assert h.take_events("w") == []
+    h.request("w", Op.WATCH, z("/x", "t"))
+    h.request("w", Op.WATCH, z("/x", "u"))  # one path, two tokens: one key
+    assert registry.tree_paths == 1
+    h.take_events("w")
+    h.write("a", "/x/y", "2")
+    assert sorted(h.take_events("w")) == [("/x/y", "t"), ("/x/y", "u")]
+    h.request("w", Op.UNWATCH, z("/x", "t"))
+    assert registry.tree_paths == 1
+    h.request("w", Op.UNWATCH, z("/x", "u"))
+    assert registry.tree_paths == 0
+    h.write("a", "/x/y", "3")
+    assert h.take_events("w") == []

@@ -108,6 +108,10 @@ def _watch_problems(engine: Engine) -> list[str]:
                     problems.append(f"watch {path} {w.token!r} unknown to its connection")
     if count != engine.watches.count:
         problems.append(f"watch count {engine.watches.count}, {count} registered")
+    tree_paths = sum(1 for p in engine.watches.by_path if p[:1] != "@")
+    if tree_paths != engine.watches.tree_paths:
+        counted = engine.watches.tree_paths
+        problems.append(f"{counted} watched tree paths counted, {tree_paths} held")
     for conn in live.values():
         total = 0
         for (path, token), w in conn.watches.items():

@@ -118,3 +118,25 @@ def test_strtol_bases(letter: str, value: int, fmt: str) -> None:
     mode, domid = parse_perm(text)
     assert domid == value & 0xFFFFFFFF
     assert mode == "nrwb".index(letter)
+
+
+def test_remembered_entries_parse_as_fresh_ones_and_bad_ones_are_not_remembered() -> None:
+    from pyxenstored.protocol import perms as perms_module
+
+    perms_module._ENTRY_MEMO.clear()
+    first = parse_perms([b"n0", b"r5", b"b0x10"])
+    assert first == ((NONE, 0), (READ, 5), (BOTH, 16))
+    assert parse_perms([b"n0", b"r5", b"b0x10"]) == first
+    for _ in range(2):  # refused every time: a refusal is never remembered
+        with pytest.raises(Invalid):
+            parse_perms([b"n0", b"q1"])
+    assert b"q1" not in perms_module._ENTRY_MEMO
+
+
+def test_the_entry_memo_is_bounded() -> None:
+    from pyxenstored.protocol import perms as perms_module
+
+    perms_module._ENTRY_MEMO.clear()
+    for i in range(perms_module._ENTRY_MEMO_MAX * 2 + 5):
+        assert parse_perms([b"r%d" % i]) == ((READ, i),)
+    assert len(perms_module._ENTRY_MEMO) <= perms_module._ENTRY_MEMO_MAX

@@ -53,17 +53,26 @@ def event_message(epath: str, token: bytes) -> bytes | None:
 class WatchRegistry:
     """Every watch of every connection, by canonical path, then by connection."""
 
-    __slots__ = ("by_path", "count", "enqueue")
+    __slots__ = ("by_path", "count", "enqueue", "tree_paths")
 
     def __init__(self, enqueue: Callable[[Connection, bytes], None]) -> None:
         #: path -> connection -> its watches on that path (in registration order)
         self.by_path: dict[str, dict[Connection, list[Watch]]] = {}
         self.count = 0
+        #: how many keys of ``by_path`` are tree paths (not ``@introduceDomain``...): none
+        #: means a change in the tree has no watcher to look for (a host where only the
+        #: toolstack's special watches are set pays nothing per write)
+        self.tree_paths = 0
         #: how an event reaches a connection (the engine bounds queues there).
         self.enqueue = enqueue
 
     def add(self, watch: Watch) -> None:
-        self.by_path.setdefault(watch.path, {}).setdefault(watch.conn, []).append(watch)
+        groups = self.by_path.get(watch.path)
+        if groups is None:
+            groups = self.by_path[watch.path] = {}
+            if watch.path[:1] != "@":
+                self.tree_paths += 1
+        groups.setdefault(watch.conn, []).append(watch)
         watch.conn.watches[(watch.path, watch.token)] = watch
         watch.conn.watch_bytes += len(watch.path) + len(watch.token)
         self.count += 1
@@ -79,6 +88,8 @@ class WatchRegistry:
                     del groups[watch.conn]
                     if not groups:
                         del self.by_path[watch.path]
+                        if watch.path[:1] != "@":
+                            self.tree_paths -= 1
         if watch.conn.watches.pop((watch.path, watch.token), None) is not None:
             watch.conn.watch_bytes -= len(watch.path) + len(watch.token)
 
@@ -104,6 +115,8 @@ class WatchRegistry:
             stale: the stale-grant rule for permission checks.
         """
         by_path = self.by_path
+        if not self.tree_paths and path[:1] == "/":
+            return  # no watch on any tree path: none can match
         if not by_path:
             return
         # Whether each unprivileged connection may see this event is decided once per

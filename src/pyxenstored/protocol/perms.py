@@ -67,14 +67,30 @@ def parse_perm(text: str) -> Perm:
     return (mode, value & 0xFFFFFFFF)
 
 
+#: entry bytes -> its parse (a pure function): the same few entries (``n0``, ``r5``,
+#: ``b7``) come again and again, in every VM start and again in every commit's replay
+_ENTRY_MEMO: dict[bytes, Perm] = {}
+_ENTRY_MEMO_MAX = 4096
+
+
 def parse_perms(items: list[bytes]) -> Perms:
     """Parse a list of entries from a SET_PERMS payload. Raises Invalid."""
     if not items:
         raise Invalid("no permissions")
-    try:
-        return tuple(parse_perm(item.decode("ascii")) for item in items)
-    except UnicodeDecodeError:
-        raise Invalid("bad permission") from None
+    memo = _ENTRY_MEMO
+    out = []
+    for item in items:
+        perm = memo.get(item)
+        if perm is None:
+            try:
+                perm = parse_perm(item.decode("ascii"))
+            except UnicodeDecodeError:
+                raise Invalid("bad permission") from None
+            if len(memo) >= _ENTRY_MEMO_MAX:
+                memo.clear()  # bounded: a client inventing entries cannot grow it
+            memo[item] = perm
+        out.append(perm)
+    return tuple(out)
 
 
 def _signed(domid: int) -> int:
