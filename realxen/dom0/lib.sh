@@ -67,12 +67,12 @@ guest_cfg() {
     } > "$cfg"
     echo "$cfg"
 }
-# create NAME [LINE...]: xl create, bounded (120 s), at niceness $CREATE_NICE (default 0);
-# sets CREATE_S; log in xl-create-NAME.log
+# create NAME [LINE...]: xl create, bounded ($CREATE_TIMEOUT s, default 120), at niceness
+# $CREATE_NICE (default 0); sets CREATE_S; log in xl-create-NAME.log
 create() {
     local name=$1 cfg t0 rc; cfg=$(guest_cfg "$@")
     t0=$(uptime_s)
-    timeout 120 nice -n "${CREATE_NICE:-0}" xl -v create "$cfg" > "$PXS_SCENARIO_DIR/xl-create-$name.log" 2>&1; rc=$?
+    timeout "${CREATE_TIMEOUT:-120}" nice -n "${CREATE_NICE:-0}" xl -v create "$cfg" > "$PXS_SCENARIO_DIR/xl-create-$name.log" 2>&1; rc=$?
     CREATE_S=$(elapsed "$t0")
     if [ $rc = 0 ]; then log "xl create $name: ok in ${CREATE_S}s, domid $(domid "$name")"
     else log "xl create $name: rc=$rc after ${CREATE_S}s"; tail -5 "$PXS_SCENARIO_DIR/xl-create-$name.log" | sed "s/^/  xl: /"

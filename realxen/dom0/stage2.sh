@@ -99,6 +99,8 @@ for name in $PXS_SCENARIOS; do
     # tool starts Python some 25 times (dom0 over 9p, a guest under TCG): ~5 min when loaded
     limit=${PXS_SCENARIO_TIMEOUT:-300}
     [ "$name" = tool ] && limit=${PXS_TOOL_TIMEOUT:-540}
+    # bootstorm: eight domains built in parallel under TCG (see CREATE_TIMEOUT there)
+    [ "$name" = bootstorm ] && limit=${PXS_BOOTSTORM_TIMEOUT:-480}
     log "scenario $name: start (bound ${limit}s)"
     PXS_LOG=$dir/log PXS_SCENARIO_DIR=$dir timeout -k 5 "$limit" \
         /bin/bash "$PXS_HOME/scenarios/$name.sh" < /dev/null
