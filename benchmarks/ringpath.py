@@ -32,14 +32,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import gc
 import io
 import pstats
 import shutil
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,6 +45,8 @@ try:
     import pyxenstored  # noqa: F401
 except ImportError:  # run from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from core import time_op  # the same timed loop as the engine benchmark's
 
 from pyxenstored.client.ring import SimGuest
 from pyxenstored.core.caller import Caller
@@ -118,23 +118,6 @@ class RingPath:
         return run
 
 
-def time_op(run: Callable[[], None], iterations: int, repeat: int) -> list[float]:
-    for _ in range(iterations // 10):
-        run()
-    out = []
-    for _ in range(repeat):
-        gc.collect()
-        gc.disable()
-        try:
-            t0 = time.thread_time_ns()
-            for _ in range(iterations):
-                run()
-            out.append((time.thread_time_ns() - t0) / iterations)
-        finally:
-            gc.enable()
-    return out
-
-
 async def measure(args: argparse.Namespace, directory: Path) -> None:
     config = ServerConfig(
         socket_path=str(directory / "socket"),
@@ -153,7 +136,7 @@ async def measure(args: argparse.Namespace, directory: Path) -> None:
         journal = "off" if args.no_journal else "on"
         print(f"{'op':<6} {'ns/op':>8} {'best':>8}   (journal {journal})")
         for name in ops:
-            ns = time_op(bench.op(name), args.iterations, args.repeat)
+            ns = time_op(bench.op(name), args.iterations, args.iterations // 10, args.repeat)
             print(f"{name:<6} {statistics.median(ns):8.0f} {min(ns):8.0f}")
         if args.profile:
             prof = cProfile.Profile()

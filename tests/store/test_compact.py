@@ -7,6 +7,8 @@ write)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -212,12 +214,10 @@ PERMS: list[Perms] = [((NONE, 0),), ((NONE, 5),), ((NONE, 5), (READ, 6))]
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["create", "remove", "perms"]), paths,
-                          st.sampled_from(PERMS)), max_size=30))  # fmt: skip
-def test_every_empty_child_list_in_the_tree_is_the_shared_one(
-    ops: list[tuple[str, str, Perms]],
+def apply_ops(
+    tree: Tree, ops: list[tuple[str, str, Perms]], after_each: Callable[[], None] | None = None
 ) -> None:
-    tree = Tree(ROOT)
+    """Create (with missing parents), remove or re-permission nodes, as drawn."""
     for kind, path, perms in ops:
         if kind == "create" and path not in tree.nodes:
             missing = []
@@ -231,6 +231,17 @@ def test_every_empty_child_list_in_the_tree_is_the_shared_one(
             tree.remove(path)
         elif kind == "perms" and path in tree.nodes:
             tree.set_perms(path, tuple(list(perms)))
+        if after_each is not None:
+            after_each()
+
+
+@given(st.lists(st.tuples(st.sampled_from(["create", "remove", "perms"]), paths,
+                          st.sampled_from(PERMS)), max_size=30))  # fmt: skip
+def test_every_empty_child_list_in_the_tree_is_the_shared_one(
+    ops: list[tuple[str, str, Perms]],
+) -> None:
+    tree = Tree(ROOT)
+    apply_ops(tree, ops)
     assert not NO_CHILDREN
     by_value: dict[Perms, Perms] = {}
     keys = {id(key) for key in tree.nodes}
@@ -291,20 +302,7 @@ def test_the_owned_index_survives_owner_changes_and_rollbacks(
     tree = Tree(ROOT)
 
     def run(ops: list[tuple[str, str, Perms]]) -> None:
-        for kind, path, perms in ops:
-            if kind == "create" and path not in tree.nodes:
-                missing = []
-                p = path
-                while p not in tree.nodes:
-                    missing.append(p)
-                    p = parent_of(p)
-                for p in reversed(missing):
-                    tree.create(p, b"", tuple(list(perms)))
-            elif kind == "remove" and path in tree.nodes:
-                tree.remove(path)
-            elif kind == "perms" and path in tree.nodes:
-                tree.set_perms(path, tuple(list(perms)))
-            assert_owned_index_holds_the_tops(tree)
+        apply_ops(tree, ops, lambda: assert_owned_index_holds_the_tops(tree))
 
     run(before)
     saved = {d: dict(paths) for d, paths in tree.owned.items()}

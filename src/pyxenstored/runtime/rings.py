@@ -547,31 +547,21 @@ class RingManager:
     def _service(self) -> None:
         self._scheduled = False
         ready = self.ready
-        flush = self._flush
-        woken = self.engine.woken
-        turns = min(len(ready), self.batch)
+        turn = self._turn
         try:
-            for _ in range(turns):
+            for _ in range(min(len(ready), self.batch)):
                 if not ready:
                     break
                 sink = next(iter(ready))
                 del ready[sink]
-                try:
-                    again = sink.turn()
-                except Exception:  # a daemon bug: keep serving the other rings
-                    log.exception("internal error serving domain %d", sink.domid)
-                    again = False
-                if again:
+                if turn(sink):
                     ready[sink] = None
-                if woken:
-                    flush()
         finally:
-            self.stats["turns"] += turns
             self._schedule()
 
     def _turn(self, sink: RingSink) -> bool:
-        """One turn of ``sink`` outside :meth:`_service` (then what woke others is
-        delivered); True if it deserves another."""
+        """One turn of ``sink``, then what it woke elsewhere is delivered; True if it
+        deserves another (the one place a turn is taken, queued or not)."""
         self.stats["turns"] += 1
         try:
             again = sink.turn()
