@@ -9,7 +9,9 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# setup.py and the C sources: the optional compiled node storage (store/nodebase.py) is
+# built by this install, in place, and rebuilt when its source changes.
+$(STAMP): pyproject.toml setup.py src/pyxenstored/store/_nodebase.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
@@ -38,6 +40,8 @@ docs: venv
 
 test: venv lint typecheck
 	$(VENV)/bin/pytest -n 2 -q
+	@echo "the store, core, state and transaction suites again, on pure Python node storage:"
+	PYXENSTORED_PURE=1 $(VENV)/bin/pytest -n 2 -q tests/store tests/core tests/state tests/transactions
 
 # Coverage-guided fuzzing of every input surface (tests/fuzz, issue 13): FUZZ_SECONDS per
 # target; failing inputs land in run/fuzz/artifacts/. FUZZ_TARGETS narrows the run.

@@ -39,8 +39,10 @@ PURE_LAYERS = ["protocol", "store", "core", "liveconfig", "state"]
 #: Which parts of the package each layer may import (besides itself and the stdlib).
 ALLOWED: dict[str, frozenset[str]] = {
     "errors": frozenset(),
+    # Whether compiled accelerators may be used (reads the environment, once).
+    "accel": frozenset(),
     "protocol": frozenset({"errors"}),
-    "store": frozenset({"errors", "protocol"}),
+    "store": frozenset({"errors", "protocol", "accel"}),
     "core": frozenset({"errors", "protocol", "store"}),
     "liveconfig": frozenset({"errors", "protocol", "store", "core"}),
     # The state stream and the engine's state as its records (live update, journal).

@@ -1,6 +1,6 @@
 """The compact store (issue 10): leaves share one empty child list, small child lists are
-tuples and wide ones dicts, a child list holds its children's paths as the very key
-objects of the tree's ``nodes`` (no name strings),
+tuples, wide ones lists and very wide ones dicts, a child list holds its children's
+paths as the very key objects of the tree's ``nodes`` (no name strings),
 equal permission lists share one object, the interning cache stays bounded, and none of
 it changes what the tree holds, lists or counts, or what a transaction sees (copy on
 write)."""
@@ -20,6 +20,7 @@ from pyxenstored.store.node import (
     LISTINGS_MAX,
     NO_CHILDREN,
     SMALL_CHILDREN,
+    WIDE_CHILDREN,
     Node,
 )
 from pyxenstored.store.tree import INTERN_MAX, VALUE_INTERN_MAX, Tree
@@ -37,28 +38,43 @@ def test_leaves_share_the_empty_child_list_and_it_cannot_change() -> None:
     assert tree.nodes["/a"].children is NO_CHILDREN
 
 
-def test_a_child_list_is_a_tuple_while_small_a_dict_when_wide() -> None:
+def test_a_child_list_is_a_tuple_while_small_a_list_when_wide_a_dict_beyond() -> None:
     tree = Tree(ROOT)
     tree.create("/w", b"", ROOT)
     w = tree.nodes["/w"]
-    paths = [f"/w/n{i}" for i in range(SMALL_CHILDREN + 3)]
+    paths = [f"/w/n{i}" for i in range(WIDE_CHILDREN + 3)]
     for i, path in enumerate(paths):
         tree.create(path, b"", ROOT)
-        assert isinstance(w.children, tuple if i < SMALL_CHILDREN else dict)
-        assert list(w.children) == paths[: i + 1]
+        kind: type = tuple if i < SMALL_CHILDREN else list if i < WIDE_CHILDREN else dict
+        assert type(w.children) is kind
+        if i in (0, SMALL_CHILDREN - 1, SMALL_CHILDREN, WIDE_CHILDREN - 1, WIDE_CHILDREN):
+            assert list(w.children) == paths[: i + 1]
+    assert list(w.children) == paths
     tree.remove(paths[5])
     del paths[5]
     assert list(w.children) == paths and w.names() == [p[3:] for p in paths]
     for path in paths:
         tree.remove(path)
     assert w.children is NO_CHILDREN
-    # The same through a transaction's copies: a tuple is shared, a dict copied.
+    # Removing from a list: order kept, an absent child harmless, the last one gives the
+    # empty tuple back.
+    for path in paths[:SMALL_CHILDREN + 2]:
+        tree.create(path, b"", ROOT)
+    assert isinstance(w.children, list)
+    w.remove_child("/w/absent")
+    tree.remove(paths[1])
+    assert list(w.children) == [paths[0], *paths[2 : SMALL_CHILDREN + 2]]
+    for path in [paths[0], *paths[2 : SMALL_CHILDREN + 2]]:
+        tree.remove(path)
+    assert w.children is NO_CHILDREN
+    # The same through a transaction's copies: a tuple is shared, a list or dict copied.
     small = Node(b"", ROOT, ("/s/a", "/s/b"))
     assert small.copy().children is small.children
-    wide = Node(b"", ROOT, dict.fromkeys(paths))
-    twin = wide.copy()
-    twin.remove_child(paths[0])
-    assert list(wide.children) == paths and list(twin.children) == paths[1:]
+    for wide in (Node(b"", ROOT, list(paths)), Node(b"", ROOT, dict.fromkeys(paths))):
+        twin = wide.copy()
+        twin.remove_child(paths[0])
+        twin.add_child("/w/new")
+        assert list(wide.children) == paths and list(twin.children) == [*paths[1:], "/w/new"]
 
 
 def test_first_child_makes_a_list_and_the_last_one_gives_it_back() -> None:

@@ -4,8 +4,10 @@ rollback; and the same through the Engine's requests (Engine.check())."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +17,8 @@ from pyxenstored.core.transactions import CONFLICT_MODES, ConflictMode
 from pyxenstored.protocol.paths import parent_of
 from pyxenstored.protocol.perms import BOTH, NONE, READ, Perms
 from pyxenstored.protocol.wire import HEADER, Op, encode
+from pyxenstored.store import node as node_module
+from pyxenstored.store import tree as tree_module
 from pyxenstored.store.node import Node
 from pyxenstored.store.tree import Tree, node_bytes
 
@@ -26,6 +30,23 @@ PERMS: list[Perms] = [
     ((BOTH, 6), (READ, 5)),
     ((READ, 5), (NONE, 6), (BOTH, 0)),
 ]
+
+
+@pytest.fixture(autouse=True, scope="module", params=["default tiers", "tiers 1/2"])
+def child_list_tiers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test here twice: with the store's child-list tiers, and with a child list
+    that is a tuple up to 1 child, a list up to 2 and a dict beyond (NAMES makes at most
+    3 children), so that every change crosses the tiers both ways."""
+    names = [(node_module, "SMALL_CHILDREN"), (node_module, "WIDE_CHILDREN"),
+             (tree_module, "SMALL_CHILDREN")]  # fmt: skip
+    saved = [getattr(module, name) for module, name in names]
+    if request.param == "tiers 1/2":
+        for (module, name), value in zip(names, (1, 2, 1), strict=True):
+            setattr(module, name, value)
+    yield
+    for (module, name), value in zip(names, saved, strict=True):
+        setattr(module, name, value)
+
 
 paths = st.lists(st.sampled_from(NAMES), min_size=1, max_size=4).map(lambda p: "/" + "/".join(p))
 values = st.binary(max_size=8)
@@ -149,6 +170,12 @@ def test_random_changes_keep_the_tree_consistent(changes: list[object]) -> None:
             for p in [q for q in model if q == op.path or q.startswith(op.path + "/")]:
                 del model[p]
         assert {p: (n.value, n.perms) for p, n in tree.nodes.items()} == model
+        # Child lists in creation order (the model is a dict: insertion-ordered).
+        kids: dict[str, list[str]] = {p: [] for p in model}
+        for p in model:
+            if p != "/":
+                kids[parent_of(p)].append(p)
+        assert {p: list(n.children) for p, n in tree.nodes.items()} == kids
 
 
 @settings(max_examples=100, deadline=None)

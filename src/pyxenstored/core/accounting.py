@@ -169,21 +169,25 @@ class QuotaAccounting:
         problems: list[str] = []
         nodes = self.tree.nodes
         counts: dict[int, int] = {}
-        for path, node in nodes.items():
-            if path[:1] != "/":
-                continue
-            counts[node.owner] = counts.get(node.owner, 0) + 1
-            if path == "/":
-                continue
-            parent = nodes.get(parent_of(path))
-            if parent is None or path not in parent.children:
-                problems.append(f"orphan node {path}")
+        # Each child list once, into a set: a wide child list is a list, whose membership
+        # test scans it (store.node).
+        listed: set[str] = set()
         for path, node in nodes.items():
             for child in node.children:
                 if child not in nodes:
                     problems.append(f"missing child {child}")
                 elif path[:1] == "@" or parent_of(child) != path:
                     problems.append(f"child {child} listed under {path}")
+                else:
+                    listed.add(child)
+        for path, node in nodes.items():
+            if path[:1] != "/":
+                continue
+            counts[node.owner] = counts.get(node.owner, 0) + 1
+            if path == "/":
+                continue
+            if parent_of(path) not in nodes or path not in listed:
+                problems.append(f"orphan node {path}")
         sizes: dict[int, int] = {}
         for path, node in nodes.items():
             if path[:1] == "/":

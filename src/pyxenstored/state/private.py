@@ -109,6 +109,15 @@ class Doc:
         return n
 
     @classmethod
+    def gen(cls, v: Any, what: str) -> int:
+        """A generation: a natural number below 2**63 (what a node can store, compiled
+        or not; the tree counts one a change, so no real one comes near)."""
+        n = cls.nat(v, what)
+        if n >= 1 << 63:
+            raise cls.bad(f"{what}: generation out of range")
+        return n
+
+    @classmethod
     def str_(cls, v: Any, what: str) -> str:
         return cls.of(v, str, what)
 
@@ -161,10 +170,10 @@ class Doc:
         prefix = _prefix(what)  # ``what`` is the node's path
         kids = dict.fromkeys(prefix + cls.str_(c, what) for c in cls.list_(children, what))
         restored = Node(b"", ((0, 0),))
-        for kid in kids:  # through add_child: small lists are tuples
+        for kid in kids:  # through add_child: small lists are tuples, wide ones lists
             restored.add_child(kid)
         return Node(
-            cls.bytes_(value, what), cls.perms(perms, what), restored.children, cls.nat(gen, what)
+            cls.bytes_(value, what), cls.perms(perms, what), restored.children, cls.gen(gen, what)
         )
 
 

@@ -639,7 +639,7 @@ class _Restorer:
         wide: dict[int, Perms] = {}
         gens: list[int] | None = None
         if x is not None:
-            gens = [Doc.nat(g, "a generation") for g in Doc.list_(x.get("gens"), "gens")]
+            gens = [Doc.gen(g, "a generation") for g in Doc.list_(x.get("gens"), "gens")]
             if len(gens) != len(committed):
                 raise Doc.bad(f"{len(gens)} generations for {len(committed)} committed nodes")
             for n, perms in Doc.pairs(x.get("wide_perms", []), "wide_perms"):

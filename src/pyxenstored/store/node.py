@@ -5,8 +5,9 @@ captured a node as the base of an observation calls :meth:`Node.share`, and the 
 replaces the node with a copy before changing it. So ``live is base`` proves that nothing
 changed. ``shared`` is not stored in the node: ``share()`` turns the node into its
 class's shared twin (:class:`SharedNode` for :class:`Node`, made for every subclass),
-whose class attribute ``shared`` is True. Four slots instead of five make a node 64
-bytes, one allocator size class less than 80.
+whose class attribute ``shared`` is True, so a node has four fields and no fifth. The
+fields are stored by :class:`~.nodebase.NodeBase`: 48 bytes where its compiled build
+is there, 96 (64 and a generation int) in pure Python.
 
 A node's child list is keyed by each child's *full path*, not its name: in the live
 tree that key is the very string object the tree's ``nodes`` dict holds as the child's
@@ -17,17 +18,22 @@ what the node-size quota counts), and cut them off the paths; :meth:`Node.names`
 them to everyone else.
 
 Memory: a child list is a *tuple* while it is small (up to :data:`SMALL_CHILDREN`
-entries: 8 bytes each, where a dict costs 25-60) and a dict (path -> None) beyond, so
-that adding to and removing from a wide directory stay O(1). Most nodes are leaves and
-hold the empty tuple :data:`NO_CHILDREN`; most directories of a real tree are small
-(``memory/``, ``device/vif/0/``, ``control/``). A tuple is immutable, so a copy shares
-it. Change a child list only through :meth:`Node.add_child` and
-:meth:`Node.remove_child`; read it as any ordered collection of paths.
+entries: 8 bytes each, where a dict costs 25-60), a *list* while it is wide (up to
+:data:`WIDE_CHILDREN`: 8-9 bytes each, appends O(1), a removal one scan of the list)
+and a dict (path -> None) beyond, so that a very wide directory keeps O(1) changes and
+membership tests whatever its width. Most nodes are leaves and hold the empty tuple
+:data:`NO_CHILDREN`; most directories of a real tree are small (``memory/``,
+``device/vif/0/``, ``control/``), and the wide ones (``/local/domain``, a backend's
+directory of domains) have as many children as the host has domains. A tuple is
+immutable, so a copy shares it; a list or dict is copied. Change a child list only
+through :meth:`Node.add_child` and :meth:`Node.remove_child`; read it as any ordered
+collection of paths.
 """
 
 from __future__ import annotations
 
 from ..protocol.perms import Perms
+from .nodebase import NodeBase, NodeStorage
 
 __all__ = [
     "CHILDREN",
@@ -37,6 +43,7 @@ __all__ = [
     "PLAIN_NODES",
     "SMALL_CHILDREN",
     "VALUE",
+    "WIDE_CHILDREN",
     "Children",
     "Node",
     "SharedNode",
@@ -49,13 +56,17 @@ PERMS = 2
 CHILDREN = 4
 
 
-#: A child list: child paths in creation order, a tuple while small, else a dict's keys.
-Children = tuple[str, ...] | dict[str, None]
+#: A child list: child paths in creation order, a tuple while small, a list while wide,
+#: else a dict's keys.
+Children = tuple[str, ...] | list[str] | dict[str, None]
 #: Children a tuple holds before the list becomes a dict. A tuple costs an O(width)
 #: copy per change: about a dict insert's cost at 32 children, +0.3 us per Tree.create
 #: at 120 (a few % of a WRITE, within noise in the engine), for 8 bytes a child instead
 #: of ~26. Directories wider than this are rare and keep O(1) changes.
 SMALL_CHILDREN = 128
+#: Children a list holds before it becomes a dict: a removal from a list scans it (about
+#: 10 ns a child, so at most ~40 us here), for 8-9 bytes a child instead of ~26.
+WIDE_CHILDREN = 4096
 
 #: Listings remembered (child paths -> listing), and the longest listing remembered: a
 #: few hundred KiB at most, whatever the tree (see Node.listing).
@@ -67,10 +78,19 @@ _LISTINGS: dict[tuple[str, ...], bytes] = {}
 NO_CHILDREN: tuple[str, ...] = ()
 
 
-class Node:
-    """One node: value bytes, permission list, ordered child paths, generation."""
+class Node(NodeBase, metaclass=NodeStorage):
+    """One node: value bytes, permission list, ordered child paths, generation.
 
-    __slots__ = ("children", "gen", "perms", "value")
+    ``Node(value, perms, children=None, gen=0)``. The fields live in
+    :class:`~.nodebase.NodeBase` (compiled where it was built); ``children`` holds child
+    paths (full paths, not names) in creation order (see the module doc: a tuple,
+    NO_CHILDREN when empty, or a dict's keys). Change it with add_child() and
+    remove_child() only.
+    """
+
+    __slots__ = ()
+
+    children: Children
 
     #: A transaction holds this node (see the module doc): change a copy instead.
     shared = False
@@ -86,16 +106,17 @@ class Node:
                 f"Shared{cls.__name__}", (cls,), {"__slots__": (), "shared": True}
             )
 
-    def __init__(
-        self, value: bytes, perms: Perms, children: Children | None = None, gen: int = 0
-    ) -> None:
-        self.value = value
-        self.perms = perms
-        #: Child paths (full paths, not names) in creation order (see the module doc:
-        #: a tuple, NO_CHILDREN when empty, or a dict's keys). Change it with
-        #: add_child() and remove_child() only.
-        self.children: Children = children if children else NO_CHILDREN
-        self.gen = gen
+    def __reduce__(self) -> tuple[object, ...]:
+        """Copies and pickles (tests deep-copy whole engines): the four fields, and the
+        slots a subclass adds as state (the compiled storage has no default for this)."""
+        extra = {
+            name: getattr(self, name)
+            for klass in type(self).__mro__[:-2]  # not NodeBase, not object
+            for name in klass.__dict__.get("__slots__", ())
+            if hasattr(self, name)
+        }
+        fields = (type(self), self.value, self.perms, self.children, self.gen)
+        return (_rebuilt, fields, (None, extra) if extra else None)
 
     def share(self) -> None:
         """Mark this node as held by a transaction (the tree copies it before a change)."""
@@ -104,34 +125,50 @@ class Node:
 
     def add_child(self, path: str) -> None:
         """Append the child at ``path`` (its full path: pass the string the tree keys it
-        by) to the child list (past SMALL_CHILDREN the tuple becomes a dict)."""
+        by) to the child list (past SMALL_CHILDREN the tuple becomes a list, past
+        WIDE_CHILDREN the list a dict)."""
         children = self.children
-        if isinstance(children, dict):
-            children[path] = None
-        elif len(children) < SMALL_CHILDREN:
-            self.children = children + (path,)  # noqa: RUF005 (faster than unpacking)
+        if isinstance(children, tuple):
+            if len(children) < SMALL_CHILDREN:
+                self.children = children + (path,)  # noqa: RUF005 (faster than unpacking)
+            else:
+                self.children = [*children, path]
+        elif isinstance(children, list):
+            if len(children) < WIDE_CHILDREN:
+                children.append(path)
+            else:
+                grown = dict.fromkeys(children)
+                grown[path] = None
+                self.children = grown
         else:
-            grown = dict.fromkeys(children)
-            grown[path] = None
-            self.children = grown
+            children[path] = None
 
     def remove_child(self, path: str) -> None:
         """Take the child at ``path`` out of the child list, if it is there (an empty
-        list becomes NO_CHILDREN again)."""
+        list becomes NO_CHILDREN again; a list or dict never shrinks back to a tuple:
+        a directory that was wide is likely to be so again)."""
         children = self.children
-        if isinstance(children, dict):
+        if isinstance(children, tuple):
+            if path in children:
+                i = children.index(path)
+                self.children = children[:i] + children[i + 1 :]
+        elif isinstance(children, list):
+            try:
+                children.remove(path)  # one scan, not "in" and then another
+            except ValueError:
+                return
+            if not children:
+                self.children = NO_CHILDREN
+        else:
             children.pop(path, None)
             if not children:
                 self.children = NO_CHILDREN
-        elif path in children:
-            i = children.index(path)
-            self.children = children[:i] + children[i + 1 :]
 
     def copy(self) -> Node:
-        """An unshared copy (a tuple child list is shared, a dict copied)."""
+        """An unshared copy (a tuple child list is shared, a list or dict copied)."""
         children = self.children
-        if isinstance(children, dict):
-            children = dict(children)
+        if not isinstance(children, tuple):
+            children = children.copy()
         return Node(self.value, self.perms, children, self.gen)
 
     @property
@@ -186,7 +223,15 @@ class Node:
         return f"Node({self.value!r}, {self.perms!r}, {self.names()!r}, gen={self.gen})"
 
 
-class SharedNode(Node):
+def _rebuilt(cls: type[Node], value: bytes, perms: Perms, children: Children, gen: int) -> Node:
+    """A node of class ``cls`` with these fields, made as NodeBase makes one (a
+    subclass's own __init__ takes other arguments; Node.__reduce__ restores its slots)."""
+    node = NodeBase.__new__(cls)
+    NodeBase.__init__(node, value, perms, children, gen)
+    return node
+
+
+class SharedNode(Node, metaclass=NodeStorage):
     """A :class:`Node` some transaction holds (``Node.share()`` makes one)."""
 
     __slots__ = ()

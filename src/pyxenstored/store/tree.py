@@ -17,9 +17,11 @@ methods on an equal tree gives an equal tree, generations and child order includ
 (the crash journal; see ``state.journal``). A rolled-back commit leaves no operation of
 its own, only the counters it moved.
 
-Memory (what a node costs is what the store costs): leaves share one empty child list,
-small child lists are tuples, and a child list holds the children's paths, the same
-string objects as the keys of ``nodes`` (``store.node``): a child costs no name string.
+Memory (what a node costs is what the store costs): a node's fields are stored compiled
+where that was built (``store.nodebase``: 48 bytes a node instead of 96), leaves share
+one empty child list, small child lists are tuples and wide ones lists, and a child
+list holds the children's paths, the same string objects as the keys of ``nodes``
+(``store.node``): a child costs no name string.
 Permission lists and the short values of new nodes are *interned*: equal ones share one
 object, through two small caches (bounded: a cache that fills up is emptied and starts
 again, so hostile input costs at most the cache, and what nodes already hold stays
@@ -200,9 +202,7 @@ class Tree:
         # Node.add_child() inline: this is every create's cost. The child list's key is
         # ``path`` itself, the object ``nodes`` keys the new node by (no name string).
         children = parent.children
-        if isinstance(children, dict):
-            children[path] = None
-        elif len(children) < SMALL_CHILDREN:
+        if type(children) is tuple and len(children) < SMALL_CHILDREN:
             parent.children = children + (path,)  # noqa: RUF005 (faster than unpacking)
         else:
             parent.add_child(path)
