@@ -44,7 +44,7 @@ def missing_error(
         p = parent_of(p)
         anc = view.get(p, PERMS)
         if anc is not None:
-            if access(caller, anc.perms, anc.gen, stale) & need:
+            if access(caller, anc.perms, anc, stale) & need:
                 return NoEntry()
             return PermissionDenied()
     return NoEntry()
@@ -67,7 +67,7 @@ def lookup(
     node = view.get(path, PERMS)
     if node is None:
         raise missing_error(caller, view, path, need, stale)
-    if not access(caller, node.perms, node.gen, stale) & need:
+    if not access(caller, node.perms, node, stale) & need:
         raise PermissionDenied()
     if facets & ~PERMS:
         view.get(path, facets)
@@ -104,7 +104,7 @@ def create_path(
         if anc is not None:
             break
         missing.append(p)
-    if not caller.privileged and not access(caller, anc.perms, anc.gen, stale) & WRITE:
+    if not caller.privileged and not access(caller, anc.perms, anc, stale) & WRITE:
         raise PermissionDenied()
     if 0 <= node_quota < len(missing):
         raise QuotaExceeded("nodes")

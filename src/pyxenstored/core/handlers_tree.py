@@ -56,7 +56,7 @@ def h_read(
     node = view.get(path, PERMS)
     if node is None:
         raise missing_error(caller, view, path, READ, e.stale)
-    if not access(caller, node.perms, node.gen, e.stale) & READ:
+    if not access(caller, node.perms, node, e.stale) & READ:
         raise PermissionDenied()
     view.get(path, VALUE)
     return node.value
@@ -84,7 +84,7 @@ def h_write(
     node = view.get(path, PERMS if not caller.privileged else PERMS | VALUE)
     if node is not None:
         if not caller.privileged:
-            if not access(caller, node.perms, node.gen, e.stale) & WRITE:
+            if not access(caller, node.perms, node, e.stale) & WRITE:
                 raise PermissionDenied()
             view.get(path, VALUE)
             _check_size(e, conn, node.size() - len(node.value) + len(value))
@@ -113,7 +113,7 @@ def h_mkdir(
     path = e.one_path(caller, payload)
     node = view.get(path, PERMS)
     if node is not None:
-        if not caller.privileged and not access(caller, node.perms, node.gen, e.stale) & WRITE:
+        if not caller.privileged and not access(caller, node.perms, node, e.stale) & WRITE:
             raise PermissionDenied()
         return OK
     config = e.config if path.startswith(CONFIG_PREFIX) else None
@@ -140,7 +140,7 @@ def h_rm(e: Engine, conn: Connection, view: View, txn: Transaction | None, paylo
         if (
             not caller.privileged
             and node is not None
-            and not access(caller, node.perms, node.gen, e.stale) & WRITE
+            and not access(caller, node.perms, node, e.stale) & WRITE
         ):
             raise PermissionDenied()
         raise Invalid("cannot remove the root")
@@ -149,7 +149,7 @@ def h_rm(e: Engine, conn: Connection, view: View, txn: Transaction | None, paylo
         if isinstance(err, NoEntry) and view.get(parent_of(path), EXISTS) is not None:
             return OK
         raise err
-    if not caller.privileged and not access(caller, node.perms, node.gen, e.stale) & WRITE:
+    if not caller.privileged and not access(caller, node.perms, node, e.stale) & WRITE:
         raise PermissionDenied()
     config = e.config
     if config is not None:
@@ -230,7 +230,7 @@ def h_set_perms(
     if e.config is not None and path.startswith(CONFIG_PREFIX):
         e.config.check_set_perms(caller, path)
     node = lookup(caller, view, path, WRITE, PERMS, e.stale)
-    if not caller.privileged and not access(caller, node.perms, node.gen, e.stale) & OWNER:
+    if not caller.privileged and not access(caller, node.perms, node, e.stale) & OWNER:
         raise PermissionDenied()
     if not caller.privileged:
         if perms[0][1] != node.perms[0][1]:

@@ -12,12 +12,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from ..protocol.perms import BOTH, Perms
 from ..protocol.wire import DOMID_ANY
 from .caller import Caller
 
-__all__ = ["ALL", "OWNER", "StaleCheck", "access"]
+__all__ = ["ALL", "OWNER", "Generation", "StaleCheck", "access"]
 
 OWNER = 8
 ALL = BOTH | OWNER
@@ -26,8 +27,19 @@ ALL = BOTH | OWNER
 StaleCheck = Callable[[int, int], bool]
 
 
-def access(caller: Caller, perms: Perms, node_gen: int, stale: StaleCheck | None) -> int:
-    """The rights (READ|WRITE|OWNER bits) ``caller`` has on a node with ``perms``."""
+class Generation(Protocol):
+    """What holds the generation a stale-grant check compares: the node itself (or the
+    tree, whose current generation stands for permissions just taken off a node)."""
+
+    @property
+    def gen(self) -> int: ...
+
+
+def access(caller: Caller, perms: Perms, at: Generation, stale: StaleCheck | None) -> int:
+    """The rights (READ|WRITE|OWNER bits) ``caller`` has on a node with ``perms``.
+
+    ``at.gen`` is the node's generation, read only when a grant decides and may be
+    stale (a compiled node makes its generation an int on each read, store.nodebase)."""
     if caller.privileged:
         return ALL
     owner = perms[0][1]
@@ -38,7 +50,7 @@ def access(caller: Caller, perms: Perms, node_gen: int, stale: StaleCheck | None
     for i in range(1, len(perms)):
         mode, domid = perms[i]
         if domid in (me, target, DOMID_ANY):
-            if stale is not None and stale(domid, node_gen):
+            if stale is not None and stale(domid, at.gen):
                 continue
             return mode
     return perms[0][0]

@@ -162,7 +162,7 @@ class WatchRegistry:
         for groups, fixed in targets:
             for conn, watches in groups.items():
                 if not conn.caller.privileged and (
-                    node is None or not access(conn.caller, node.perms, node.gen, stale) & READ
+                    node is None or not access(conn.caller, node.perms, node, stale) & READ
                 ):
                     continue
                 for w in watches:
@@ -183,14 +183,13 @@ def _may_see(
     conn: Connection, path: str, tree: Tree, extra: tuple[Perms, ...], stale: StaleCheck | None
 ) -> bool:
     caller = conn.caller
-    gen = tree.gen
-    for perms in extra:
-        if access(caller, perms, gen, stale) & READ:
+    for perms in extra:  # permissions taken off a node now: the tree's generation
+        if access(caller, perms, tree, stale) & READ:
             return True
     node = tree.nodes.get(path)
-    if node is not None and access(caller, node.perms, node.gen, stale) & READ:
+    if node is not None and access(caller, node.perms, node, stale) & READ:
         return True
     if path == "/":
         return False
     parent = tree.nodes.get(parent_of(path))
-    return parent is not None and bool(access(caller, parent.perms, parent.gen, stale) & READ)
+    return parent is not None and bool(access(caller, parent.perms, parent, stale) & READ)
