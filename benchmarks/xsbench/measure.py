@@ -58,9 +58,18 @@ class DaemonCpu:
                 except (FileNotFoundError, ProcessLookupError):
                     continue  # thread exited meanwhile
             return total / 1e9
+        split = self.split()
+        return None if split is None else split[0] + split[1]
+
+    def split(self) -> tuple[float, float] | None:
+        """User and system CPU seconds (``utime`` and ``stime`` of ``/proc/PID/stat``, in
+        clock ticks, usually 10 ms: over a run of a second or more that tells where the
+        time goes, the interpreter or the kernel)."""
+        if self.pid is None:
+            return None
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-        return (int(fields[11]) + int(fields[12])) / self._ticks
+        return int(fields[11]) / self._ticks, int(fields[12]) / self._ticks
 
 
 def cpu_per_request_us(before: float | None, after: float | None, requests: int) -> float | None:
@@ -157,12 +166,19 @@ def measure_ops(
     for name in ops:
         msg_type, body = bodies[name]
         timed_requests(conn, msg_type, body, warmup)
-        before = cpu.seconds()
+        before, split_before = cpu.seconds(), cpu.split()
         samples, errors = timed_requests(conn, msg_type, body, iterations, budget, min_count)
-        after = cpu.seconds()
+        after, split_after = cpu.seconds(), cpu.split()
         summary = summarize_us(samples)
         summary["errors"] = errors
         summary["daemon_cpu_us_per_req"] = cpu_per_request_us(before, after, len(samples))
+        # Where the daemon's time went: in its own code (user) or in the kernel (system).
+        user = system = None
+        if split_before is not None and split_after is not None:
+            user = cpu_per_request_us(split_before[0], split_after[0], len(samples))
+            system = cpu_per_request_us(split_before[1], split_after[1], len(samples))
+        summary["daemon_user_us_per_req"] = user
+        summary["daemon_system_us_per_req"] = system
         results[name] = summary
     return results
 

@@ -190,6 +190,10 @@ def op_metrics(metrics: JsonDict, prefix: str, summary: JsonDict) -> None:
     metrics[f"{prefix}.p99_us"] = us_metric(summary["p99_us"])
     if summary["daemon_cpu_us_per_req"] is not None:
         metrics[f"{prefix}.cpu_us_per_req"] = us_metric(summary["daemon_cpu_us_per_req"])
+    for part in ("user", "system"):
+        value = summary.get(f"daemon_{part}_us_per_req")
+        if value is not None:
+            metrics[f"{prefix}.{part}_us_per_req"] = us_metric(value)
 
 
 def guest_metrics(guest: JsonDict) -> JsonDict:

@@ -3,6 +3,7 @@ answered through RingManager's one-ring fast path (the kick syscalls taken out).
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -66,6 +67,10 @@ def test_ringfloor_daemon_serves_the_ring_latency_workload() -> None:
                 str(RINGS),
                 "--socket",
                 str(sock),
+                "--daemon-pid",
+                str(daemon.pid),
+                "--json",
+                str(run_dir / "out.json"),
                 "latency",
                 "--iterations",
                 "200",
@@ -80,6 +85,11 @@ def test_ringfloor_daemon_serves_the_ring_latency_workload() -> None:
         assert out.returncode == 0, out.stderr
         ops = [line.split()[0] for line in out.stdout.splitlines() if line[:4] in ("READ", "WRIT")]
         assert ops == ["READ", "WRITE"], out.stdout
+        # The daemon's CPU per request, and its split into user and system time.
+        metrics = json.loads((run_dir / "out.json").read_text())["metrics"]
+        for op in ("read", "write"):
+            parts = [metrics[f"{op}.{m}_us_per_req"]["value"] for m in ("cpu", "user", "system")]
+            assert all(v >= 0 for v in parts) and parts[0] > 0, metrics
     finally:
         daemon.terminate()
         daemon.wait(10)
