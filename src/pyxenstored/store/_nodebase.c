@@ -9,11 +9,11 @@
  *
  * Why no GC is safe: the fields hold bytes, a permission tuple of int tuples, and a
  * child list (a tuple, list or dict of path strings); none of them can refer back to a
- * node, so no cycle can pass through one. A Python subclass that adds slots of its own
- * (LiveNode's compute callable) gets the collector back from CPython, which enables it
- * for every subclass that adds instance fields.
+ * node, so no cycle can pass through one. A subclass made by a class statement is
+ * collected again (CPython 3.11 collects every class type() makes), as LiveNode must be:
+ * it adds a callable field. Field-less subclasses are made by derive() below.
  *
- * Contract (the same as nodebase.NodeBase, which the tests hold both to):
+ * Contract (the same as nodebase.PureNodeBase, which the tests hold both to):
  *   NodeBase(value, perms, children=None, gen=0); children None or empty -> the shared
  *   empty tuple; attributes value, perms, children (objects) and gen (an int in
  *   [-2**63, 2**63): OverflowError outside, TypeError for a non-int).

@@ -83,9 +83,9 @@ class Node(NodeBase, metaclass=NodeStorage):
 
     ``Node(value, perms, children=None, gen=0)``. The fields live in
     :class:`~.nodebase.NodeBase` (compiled where it was built); ``children`` holds child
-    paths (full paths, not names) in creation order (see the module doc: a tuple,
-    NO_CHILDREN when empty, or a dict's keys). Change it with add_child() and
-    remove_child() only.
+    paths (full paths, not names) in creation order (see the module doc: NO_CHILDREN
+    when empty, a tuple, a list or a dict's keys by width). Change it with add_child()
+    and remove_child() only.
     """
 
     __slots__ = ()
@@ -149,9 +149,11 @@ class Node(NodeBase, metaclass=NodeStorage):
         a directory that was wide is likely to be so again)."""
         children = self.children
         if isinstance(children, tuple):
-            if path in children:
-                i = children.index(path)
-                self.children = children[:i] + children[i + 1 :]
+            try:
+                i = children.index(path)  # one scan, as for a list
+            except ValueError:
+                return
+            self.children = children[:i] + children[i + 1 :]
         elif isinstance(children, list):
             try:
                 children.remove(path)  # one scan, not "in" and then another
