@@ -179,6 +179,14 @@ class SocketTransport(Transport):
     )
 
     def add_arguments(self, parser: ArgumentParser, workload: str) -> None:
+        if workload == "throughput":
+            parser.add_argument(
+                "--native",
+                action="store_true",
+                help="one compiled client process (xsbench/loadgen.c, built with cc on "
+                "first use) holds the K connections, instead of K Python processes: "
+                "the daemon, not the load, sets the pace",
+            )
         if workload != "scaling":
             return
         parser.add_argument(

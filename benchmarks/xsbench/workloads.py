@@ -28,7 +28,7 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from typing import Protocol
 
-from xsbench import cli, report
+from xsbench import cli, native, report
 from xsbench.cli import Words
 from xsbench.measure import (
     DaemonCpu,
@@ -387,10 +387,9 @@ def throughput_row(clients: int, shares: list[Share], phase: Phase[LoadResult]) 
     }
 
 
-def throughput(t: Transport, args: Namespace, cpu: DaemonCpu) -> JsonDict:
-    if not 0.0 <= args.read_fraction <= 1.0:
-        raise ValueError("--read-fraction must be between 0 and 1")
-    results = []
+def process_throughput_rows(t: Transport, args: Namespace, cpu: DaemonCpu) -> list[JsonDict]:
+    """The throughput rows with one client worker process per K (the default load)."""
+    results: list[JsonDict] = []
     with t.load_session(args) as session:
         for k in args.clients:
             shares = session.shares(k)
@@ -410,24 +409,77 @@ def throughput(t: Transport, args: Namespace, cpu: DaemonCpu) -> JsonDict:
                 f"throughput: K={k} ({len(results)}/{len(args.clients)}): "
                 f"{fmt(results[-1]['req_per_s'], 0)} req/s",
             )
+    return results
+
+
+def native_throughput_row(t: Transport, args: Namespace, k: int, cpu: DaemonCpu) -> JsonDict:
+    """One K of ``--native``: the K connections held by the compiled generator (sockets
+    only; see xsbench/native.py). Its CPU time is the load's; the row has the fields of
+    a worker-process row, plus ``native``."""
+    key = t.throughput_key
+    if not key.endswith("{index}"):
+        raise ValueError(f"--native needs a key ending in the client's number, not {key!r}")
+    phase = native.run(
+        args.socket,
+        key.removesuffix("{index}"),
+        k,
+        args.seconds,
+        args.pipeline,
+        args.read_fraction,
+        args.value_size,
+        cpu,
+    )
+    if phase.failure:
+        raise RuntimeError(f"throughput with {k} {t.group_noun} failed: {phase.failure}")
+    clients = phase.clients
+    wall = phase.wall
+    completed = sum(c["completed"] for c in clients)
+    row: JsonDict = {
+        "clients": k,
+        "requests": completed,
+        "errors": sum(c["errors"] for c in clients),
+        "wall_s": wall,
+        "req_per_s": completed / wall if wall > 0 else math.nan,
+        "daemon_cpu_us_per_req": cpu_per_request_us(phase.cpu_before, phase.cpu_after, completed),
+        "daemon_cpu_busy": phase.daemon_busy(),
+        # one process, so at most one core busy whatever the load's affinity allows
+        "client_cpu_busy": phase.load_cpu / wall if wall > 0 else None,
+        "reads": sum(c["reads"] for c in clients),
+        "writes": sum(c["writes"] for c in clients),
+        "per_client_req_per_s": [c["completed"] / wall if wall > 0 else 0.0 for c in clients],
+        "native": True,
+    }
+    progress(args, f"throughput (native): K={k}: {fmt(row['req_per_s'], 0)} req/s")
+    return row
+
+
+def throughput(t: Transport, args: Namespace, cpu: DaemonCpu) -> JsonDict:
+    if not 0.0 <= args.read_fraction <= 1.0:
+        raise ValueError("--read-fraction must be between 0 and 1")
+    is_native = bool(getattr(args, "native", False))
+    if is_native:
+        results = [native_throughput_row(t, args, k, cpu) for k in args.clients]
+    else:
+        results = process_throughput_rows(t, args, cpu)
     metrics: JsonDict = {}
     for r in results:
         k = r["clients"]
         metrics[f"K={k}.req_per_s"] = metric(r["req_per_s"], "req/s", "higher")
         if r["daemon_cpu_us_per_req"] is not None:
             metrics[f"K={k}.cpu_us_per_req"] = us_metric(r["daemon_cpu_us_per_req"])
-        if "guest" not in r:
+        if "guest" not in r and not is_native:
             continue
-        # Rings: daemon busy about 100 %: the daemon is the bottleneck; client: the load is.
+        # Daemon busy about 100 %: the daemon is the bottleneck; client: the load is.
         for name, share, better in (
             ("daemon", r["daemon_cpu_busy"], "higher"),
             ("client", r["client_cpu_busy"], "lower"),
         ):
             if share is not None:
                 metrics[f"K={k}.{name}_busy_pct"] = metric(100 * share, "%", better)
-        metrics[f"K={k}.guest_kicks_refused"] = metric(
-            r["guest"]["kicks_refused"], "kicks", "lower"
-        )
+        if "guest" in r:
+            metrics[f"K={k}.guest_kicks_refused"] = metric(
+                r["guest"]["kicks_refused"], "kicks", "lower"
+            )
     return {
         "params": {
             "clients": args.clients,
@@ -437,6 +489,7 @@ def throughput(t: Transport, args: Namespace, cpu: DaemonCpu) -> JsonDict:
             "read_fraction": args.read_fraction,
             "value_size": args.value_size,
             "load_cores": load_cores(),
+            "native": is_native,
             **t.client_params(args),
         },
         "results": results,
