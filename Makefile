@@ -25,6 +25,7 @@ run: venv
 
 lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks realxen
+	$(VENV)/bin/ruff format --check --quiet src tests benchmarks realxen
 
 # Two runs: to mypy, tests/liveupdate/ and benchmarks/liveupdate.py are one module name.
 typecheck: venv

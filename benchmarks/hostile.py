@@ -94,8 +94,9 @@ PHASES = ("quiet", "bootstorm", "hostile")
 # -- the guests' side ------------------------------------------------------------------------
 def _guest(fakexen: str, sock: str, domid: int) -> tuple[RingGuest, Connection]:
     """A fresh page for ``domid``, then dom0 introduces it (home owned by it)."""
-    guest = RingGuest(fakexen, domid, poll=0.2, sim_guest=import_sim_guest(),
-                      kick_on_consume=domid != VICTIM)
+    guest = RingGuest(
+        fakexen, domid, poll=0.2, sim_guest=import_sim_guest(), kick_on_consume=domid != VICTIM
+    )
     dom0 = Connection(sock)
     introduce(dom0, domid)
     return guest, dom0
@@ -112,8 +113,9 @@ def _call(guest: RingGuest, op: int, payload: bytes, tx: int = 0) -> tuple[int, 
 
 
 def _flood(guest: RingGuest, stop: Event, stats: dict[str, int]) -> None:
-    batch = b"".join(encode(XS_WRITE, guest.next_id(), write_arg(f"data/f{i}", b"x" * 64))
-                     for i in range(32))
+    batch = b"".join(
+        encode(XS_WRITE, guest.next_id(), write_arg(f"data/f{i}", b"x" * 64)) for i in range(32)
+    )
     while not stop.is_set():
         guest.send(batch)
         got = 0
@@ -218,8 +220,14 @@ GUEST_ATTACKS: dict[str, tuple[int, Callable[[RingGuest, Event, dict[str, int]],
 }
 
 
-def attacker(name: str, sock: str, fakexen: str, ready: Any, stop: Event,
-             out: Queue[tuple[str, dict[str, int]]]) -> None:
+def attacker(
+    name: str,
+    sock: str,
+    fakexen: str,
+    ready: Any,
+    stop: Event,
+    out: Queue[tuple[str, dict[str, int]]],
+) -> None:
     """One attacker process: set up, say ready, attack until ``stop``, report counts."""
     stats = {"requests": 0, "errors": 0, "eagain": 0, "reconnects": 0}
     # At the lowest priority: on a small host the victims' figures then measure what
@@ -252,8 +260,9 @@ def attacker(name: str, sock: str, fakexen: str, ready: Any, stop: Event,
     out.put((name, stats))
 
 
-def victims(sock: str, fakexen: str, seconds: float, ready: Any,
-            out: Queue[tuple[str, dict[str, int]]]) -> None:
+def victims(
+    sock: str, fakexen: str, seconds: float, ready: Any, out: Queue[tuple[str, dict[str, int]]]
+) -> None:
     """The well-behaved guest and dom0 client, reading in turn; latencies in ns."""
     guest, dom0 = _guest(fakexen, sock, VICTIM)
     guest.request(XS_WRITE, write_arg("data/key", b"v" * 32))
@@ -302,8 +311,7 @@ def run_phase(daemon: RunningDaemon, phase: str, args: argparse.Namespace) -> Js
     ready = ctx.Barrier(len(names) + 2)
     stop = ctx.Event()
     out: Queue[tuple[str, dict[str, int]]] = ctx.Queue()
-    procs = [ctx.Process(target=attacker, args=(n, sock, fakexen, ready, stop, out))
-             for n in names]
+    procs = [ctx.Process(target=attacker, args=(n, sock, fakexen, ready, stop, out)) for n in names]
     procs.append(ctx.Process(target=victims, args=(sock, fakexen, args.seconds, ready, out)))
     for p in procs:
         p.start()
@@ -313,11 +321,30 @@ def run_phase(daemon: RunningDaemon, phase: str, args: argparse.Namespace) -> Js
         ready.wait(timeout=60)
     if phase != "quiet":
         storm = subprocess.Popen(
-            [sys.executable, str(HERE / "bootstorm.py"), "--socket", sock, "--quiet",
-             "--fakexen-dir", fakexen, "--transport", "ring", "--first-domid", "100",
-             "--vms", str(args.vms), "--workers", "2", "--json", str(storm_json),
-             "--timeout", str(max(60.0, args.seconds * 4))],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            [
+                sys.executable,
+                str(HERE / "bootstorm.py"),
+                "--socket",
+                sock,
+                "--quiet",
+                "--fakexen-dir",
+                fakexen,
+                "--transport",
+                "ring",
+                "--first-domid",
+                "100",
+                "--vms",
+                str(args.vms),
+                "--workers",
+                "2",
+                "--json",
+                str(storm_json),
+                "--timeout",
+                str(max(60.0, args.seconds * 4)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
     procs[-1].join(timeout=args.seconds + 120)  # the victims measure for --seconds
     stop.set()
     results: JsonDict = {}
@@ -393,17 +420,33 @@ def verdicts(report: JsonDict) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     epilog="See benchmarks/README.md.")
-    parser.add_argument("--daemon", action="append", choices=sorted(PRESETS),
-                        help="daemons (default: pyxenstored-rings and cxenstored-rings)")
-    parser.add_argument("--seconds", type=float, default=20.0,
-                        help="how long the victims measure in each phase (default 20)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], epilog="See benchmarks/README.md."
+    )
+    parser.add_argument(
+        "--daemon",
+        action="append",
+        choices=sorted(PRESETS),
+        help="daemons (default: pyxenstored-rings and cxenstored-rings)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=20.0,
+        help="how long the victims measure in each phase (default 20)",
+    )
     parser.add_argument("--vms", type=int, default=40, help="bootstorm VM starts (default 40)")
-    parser.add_argument("--quick", action="store_true",
-                        help="4 s per phase and 8 VM starts: a check that it all runs")
-    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared",
-                        help="the shared directory (C daemons' scripts), default beside the repo")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="4 s per phase and 8 VM starts: a check that it all runs",
+    )
+    parser.add_argument(
+        "--shared",
+        type=Path,
+        default=REPO.parent / "shared",
+        help="the shared directory (C daemons' scripts), default beside the repo",
+    )
     parser.add_argument("--json", type=Path, help="write the report here")
     return parser
 
@@ -425,9 +468,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines = verdicts(report)
     print("\n".join(lines))
     if args.json:
-        args.json.write_text(json.dumps({"params": vars(args) | {"shared": str(args.shared),
-                                                                 "json": str(args.json)},
-                                         "report": report, "verdicts": lines}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "params": vars(args) | {"shared": str(args.shared), "json": str(args.json)},
+                    "report": report,
+                    "verdicts": lines,
+                },
+                indent=1,
+            )
+        )
     return 0 if report else 1
 
 

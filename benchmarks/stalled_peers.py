@@ -132,8 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--watchers", type=int, default=100)
     parser.add_argument("--events", type=int, default=5000)
-    parser.add_argument("--cap", type=int, default=1 << 20,
-                        help="--socket-buffer-max of the daemon (default 1 MiB)")
+    parser.add_argument(
+        "--cap", type=int, default=1 << 20, help="--socket-buffer-max of the daemon (default 1 MiB)"
+    )
     parser.add_argument("--quick", action="store_true", help="100 connections, 10 watchers")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)

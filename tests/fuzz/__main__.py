@@ -104,8 +104,11 @@ def _fuzz_atheris(name: str, seconds: int, work: Path) -> tuple[int, float, str]
             return runs, time.monotonic() - start, f"FAILED (exit {rc}, see {log_path})"
         spent = _cpu_seconds(name, Path(timeout.group(1)))
         if spent > HANG_SECONDS:
-            return runs, time.monotonic() - start, (
-                f"FAILED: a hang ({spent:.2f} s of CPU for {timeout.group(1)})")
+            return (
+                runs,
+                time.monotonic() - start,
+                (f"FAILED: a hang ({spent:.2f} s of CPU for {timeout.group(1)})"),
+            )
         notes.append(f"{spent * 1000:.0f} ms")
     verdict = "ok"
     if notes:
@@ -117,14 +120,23 @@ def _fuzz_atheris(name: str, seconds: int, work: Path) -> tuple[int, float, str]
 HANG_SECONDS = 1.0
 
 
-def _libfuzzer(name: str, seconds: int, corpus: Path, artifacts: Path,
-               log_path: Path) -> tuple[int, int, str]:
+def _libfuzzer(
+    name: str, seconds: int, corpus: Path, artifacts: Path, log_path: Path
+) -> tuple[int, int, str]:
     """One libFuzzer child: (exit status, runs, its log)."""
     cmd = [
-        sys.executable, "-m", "fuzz", "_child", name,
-        str(corpus), str(CORPUS / name),
-        f"-max_total_time={seconds}", "-timeout=3", "-rss_limit_mb=2048",
-        f"-artifact_prefix={artifacts}/{name}-", "-print_final_stats=1",
+        sys.executable,
+        "-m",
+        "fuzz",
+        "_child",
+        name,
+        str(corpus),
+        str(CORPUS / name),
+        f"-max_total_time={seconds}",
+        "-timeout=3",
+        "-rss_limit_mb=2048",
+        f"-artifact_prefix={artifacts}/{name}-",
+        "-print_final_stats=1",
     ]
     with log_path.open("w") as log:
         rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
@@ -143,8 +155,9 @@ def _cpu_seconds(name: str, path: Path) -> float:
         " data = open(sys.argv[2], 'rb').read(); t = time.process_time(); f(data);"
         " print(time.process_time() - t)"
     )
-    out = subprocess.run([sys.executable, "-c", code, name, str(path)], capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code, name, str(path)], capture_output=True, text=True, timeout=120
+    )
     try:
         return float(out.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -161,11 +174,14 @@ def _fuzz_hypothesis(name: str, seconds: int) -> tuple[int, float, str]:
     strategy = st.binary(max_size=4096)
     if pool:
         strategy = strategy | st.sampled_from(pool).flatmap(
-            lambda s: st.lists(st.tuples(st.integers(0, len(s)), st.binary(max_size=8)),
-                               max_size=4).map(lambda edits: _edit(s, edits)))
+            lambda s: st.lists(
+                st.tuples(st.integers(0, len(s)), st.binary(max_size=8)), max_size=4
+            ).map(lambda edits: _edit(s, edits))
+        )
 
-    @settings(max_examples=500, deadline=1000, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=500, deadline=1000, database=None, suppress_health_check=list(HealthCheck)
+    )
     @given(strategy)
     def run(data: bytes) -> None:
         nonlocal count

@@ -177,9 +177,7 @@ def engine_problems(
     )
 
 
-def check_engine(
-    engine: Engine, exact_output: bool = True, tree_unchanged: bool = False
-) -> None:
+def check_engine(engine: Engine, exact_output: bool = True, tree_unchanged: bool = False) -> None:
     """Assert that every invariant holds (see :func:`engine_problems`)."""
     problems = engine_problems(engine, exact_output, tree_unchanged)
     assert not problems, "broken invariants:\n  " + "\n  ".join(problems[:20])

@@ -33,8 +33,9 @@ def _frames() -> list[bytes]:
     return [bytes([split]) + b"".join(requests[:n]) for split, n in ((0, 1), (3, 4), (16, 8))]
 
 
-def _best(target: Callable[[bytes], None], score: Callable[[], int], n: int, keep: int,
-          size: int) -> list[bytes]:
+def _best(
+    target: Callable[[bytes], None], score: Callable[[], int], n: int, keep: int, size: int
+) -> list[bytes]:
     rnd = random.Random(13)
     scored = []
     for _ in range(n):

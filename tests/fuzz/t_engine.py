@@ -41,27 +41,103 @@ MAX_STEPS = 64
 
 _OPS = [int(op) for op in Op if op not in (Op.INVALID,)]
 # Frequent ones again, so that a random choice builds trees and transactions.
-_OPS += [Op.WRITE, Op.WRITE, Op.MKDIR, Op.RM, Op.SET_PERMS, Op.WATCH, Op.READ,
-         Op.DIRECTORY, Op.TRANSACTION_START, Op.TRANSACTION_END, Op.CONTROL]
+_OPS += [
+    Op.WRITE,
+    Op.WRITE,
+    Op.MKDIR,
+    Op.RM,
+    Op.SET_PERMS,
+    Op.WATCH,
+    Op.READ,
+    Op.DIRECTORY,
+    Op.TRANSACTION_START,
+    Op.TRANSACTION_END,
+    Op.CONTROL,
+]
 
 _FRAGMENTS: list[bytes] = [
-    b"/", b"/a", b"/a/b", b"/a/b/c", b"/a/b/c/d", b"/b", b"a", b"a/b", b"data", b"data/x",
-    b"/local", b"/local/domain", b"/local/domain/1", b"/local/domain/1/data",
-    b"/local/domain/2/x", b"/local/domain/3", b"/local/domain/1/backend/vbd/2/51712",
-    b"/local/domain/2/device/vbd/51712", b"/tool", b"/tool/xenstored",
-    b"/tool/xenstored/quota/nodes", b"/tool/xenstored/quota/watches",
-    b"/tool/xenstored/quota/transactions", b"/tool/xenstored/quota/memory",
-    b"/tool/xenstored/quota/node-size", b"/tool/xenstored/quota/path-max",
-    b"/tool/xenstored/quota/outstanding", b"/tool/xenstored/quota/transaction-nodes",
-    b"/tool/xenstored/quota/node-permissions", b"/tool/xenstored/quota-rule",
-    b"/tool/xenstored/domain/1/quota/nodes", b"/tool/xenstored/conflict/burst-limit",
-    b"/tool/xenstored/stats", b"/tool/xenstored/log/level",
-    b"@releaseDomain", b"@introduceDomain", b"@releaseDomain/1", b"@bad", b"//", b"/a/",
-    b"n0", b"r1", b"w2", b"b3", b"n1", b"b1", b"r2", b"n2", b"b0", b"r-1", b"b0x1", b"x",
-    b"0", b"1", b"2", b"3", b"4", b"7", b"32752", b"65535", b"-1", b"", b"T", b"F",
-    b"check", b"quota", b"quota-soft", b"set", b"nodes", b"watches", b"transactions",
-    b"help", b"memreport", b"print", b"log", b"4.22", b"4.21", b"tok", b"t",
-    b"x" * 100, b"y" * 2000, b"z" * 4000,
+    b"/",
+    b"/a",
+    b"/a/b",
+    b"/a/b/c",
+    b"/a/b/c/d",
+    b"/b",
+    b"a",
+    b"a/b",
+    b"data",
+    b"data/x",
+    b"/local",
+    b"/local/domain",
+    b"/local/domain/1",
+    b"/local/domain/1/data",
+    b"/local/domain/2/x",
+    b"/local/domain/3",
+    b"/local/domain/1/backend/vbd/2/51712",
+    b"/local/domain/2/device/vbd/51712",
+    b"/tool",
+    b"/tool/xenstored",
+    b"/tool/xenstored/quota/nodes",
+    b"/tool/xenstored/quota/watches",
+    b"/tool/xenstored/quota/transactions",
+    b"/tool/xenstored/quota/memory",
+    b"/tool/xenstored/quota/node-size",
+    b"/tool/xenstored/quota/path-max",
+    b"/tool/xenstored/quota/outstanding",
+    b"/tool/xenstored/quota/transaction-nodes",
+    b"/tool/xenstored/quota/node-permissions",
+    b"/tool/xenstored/quota-rule",
+    b"/tool/xenstored/domain/1/quota/nodes",
+    b"/tool/xenstored/conflict/burst-limit",
+    b"/tool/xenstored/stats",
+    b"/tool/xenstored/log/level",
+    b"@releaseDomain",
+    b"@introduceDomain",
+    b"@releaseDomain/1",
+    b"@bad",
+    b"//",
+    b"/a/",
+    b"n0",
+    b"r1",
+    b"w2",
+    b"b3",
+    b"n1",
+    b"b1",
+    b"r2",
+    b"n2",
+    b"b0",
+    b"r-1",
+    b"b0x1",
+    b"x",
+    b"0",
+    b"1",
+    b"2",
+    b"3",
+    b"4",
+    b"7",
+    b"32752",
+    b"65535",
+    b"-1",
+    b"",
+    b"T",
+    b"F",
+    b"check",
+    b"quota",
+    b"quota-soft",
+    b"set",
+    b"nodes",
+    b"watches",
+    b"transactions",
+    b"help",
+    b"memreport",
+    b"print",
+    b"log",
+    b"4.22",
+    b"4.21",
+    b"tok",
+    b"t",
+    b"x" * 100,
+    b"y" * 2000,
+    b"z" * 4000,
 ]
 
 
@@ -99,8 +175,16 @@ def new_engine() -> tuple[Engine, _Backend]:
     """The fuzzed engine: live configuration, small quotas (reached in a few steps)."""
     backend = _Backend()
     limits = Limits(
-        nodes=12, watches=4, transactions=3, outstanding=8, memory=6000, soft_memory=4000,
-        transaction_nodes=10, node_permissions=4, path_max=64, node_size=600,
+        nodes=12,
+        watches=4,
+        transactions=3,
+        outstanding=8,
+        memory=6000,
+        soft_memory=4000,
+        transaction_nodes=10,
+        node_permissions=4,
+        path_max=64,
+        node_size=600,
     )
     engine = Engine(limits=limits, backend=backend, event_queue_max=4096)
     backend.engine = engine
@@ -166,8 +250,9 @@ class _World:
             else:
                 problems += [p for m in new for p in message_problems(m)]
             problems += quota_problems(self.engine, conn, before)
-        assert not problems, f"{Op(op).name if op in Op._value2member_map_ else op} " \
-            f"tx={tx} {payload!r}: {problems}"
+        assert not problems, (
+            f"{Op(op).name if op in Op._value2member_map_ else op} tx={tx} {payload!r}: {problems}"
+        )
 
     def step(self, src: Source) -> None:
         e = self.engine

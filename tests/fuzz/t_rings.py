@@ -68,10 +68,32 @@ OUTPUT_BOUND = max(READ_STALL, EVENT_QUEUE_MAX) + TURN_BOUND
 #: byte offsets the daemon may write (the server end's fields), by word index
 _SERVER_WORDS = {REQ_CONS, RSP_PROD, SERVER_FEATURES, ERROR, CONNECTION}
 _RESET_WORDS = {REQ_CONS, REQ_PROD, RSP_CONS, RSP_PROD, CONNECTION}
-_CONTROL_WORDS = [REQ_CONS, REQ_PROD, RSP_CONS, RSP_PROD, SERVER_FEATURES, CONNECTION, ERROR,
-                  EVTCHN_PORT]
-_INTERESTING = [0, 1, 2, 15, 16, 1023, 1024, 1025, 2047, 4096, 0x7FFFFFFF, 0x80000000,
-                0xFFFFFFF0, 0xFFFFFFFF]
+_CONTROL_WORDS = [
+    REQ_CONS,
+    REQ_PROD,
+    RSP_CONS,
+    RSP_PROD,
+    SERVER_FEATURES,
+    CONNECTION,
+    ERROR,
+    EVTCHN_PORT,
+]
+_INTERESTING = [
+    0,
+    1,
+    2,
+    15,
+    16,
+    1023,
+    1024,
+    1025,
+    2047,
+    4096,
+    0x7FFFFFFF,
+    0x80000000,
+    0xFFFFFFF0,
+    0xFFFFFFFF,
+]
 
 
 class _Mapping:
@@ -127,8 +149,6 @@ class _Xen:
 
     def close(self) -> None:
         return None
-
-
 
 
 class _World:
@@ -199,9 +219,12 @@ class _World:
             data = src.raw(40)
             offsets = range(start, min(PAGE_SIZE, start + len(data)))
         else:  # a whole honest request, the guest's producer index moved
-            frame = encode(src.pick([Op.WRITE, Op.READ, Op.WATCH, Op.DIRECTORY,
-                                     Op.TRANSACTION_START, Op.RM]), 7, 0,
-                           _payload(src)[:200])
+            frame = encode(
+                src.pick([Op.WRITE, Op.READ, Op.WATCH, Op.DIRECTORY, Op.TRANSACTION_START, Op.RM]),
+                7,
+                0,
+                _payload(src)[:200],
+            )
 
             def honest() -> None:
                 ring = GuestRing(page)
@@ -237,9 +260,11 @@ class _World:
                 continue
             changed = [i for i in range(PAGE_SIZE) if old[i] != new[i]]
             allowed = _SERVER_WORDS
-            if any(old[i * 4 : i * 4 + 4] != new[i * 4 : i * 4 + 4] and not any(
-                    (domid, i * 4 + k) in self.guest_wrote for k in range(4))
-                    for i in (REQ_PROD, RSP_CONS)):
+            if any(
+                old[i * 4 : i * 4 + 4] != new[i * 4 : i * 4 + 4]
+                and not any((domid, i * 4 + k) in self.guest_wrote for k in range(4))
+                for i in (REQ_PROD, RSP_CONS)
+            ):
                 # Only a reset may move the guest's indexes: it sets all four to 0.
                 for i in (REQ_PROD, RSP_CONS):
                     if not any((domid, i * 4 + k) in self.guest_wrote for k in range(4)):

@@ -27,11 +27,14 @@ def _journal(*ops: tuple[object, ...]) -> bytes:
     return snapshot_frame(new_engine()) + frame(TREE, encode_ops(list(ops)))
 
 
-@pytest.mark.parametrize("op", [
-    (CREATE, "/bad\0name", b"", ((0, 0),)),  # a NUL in a path
-    (CREATE, "nobody", b"", ((0, 0),)),  # not absolute: the root's child "nobody"?
-    (CREATE, "/tool/x", b"", ((206, 0),)),  # permission mode 206
-])
+@pytest.mark.parametrize(
+    "op",
+    [
+        (CREATE, "/bad\0name", b"", ((0, 0),)),  # a NUL in a path
+        (CREATE, "nobody", b"", ((0, 0),)),  # not absolute: the root's child "nobody"?
+        (CREATE, "/tool/x", b"", ((206, 0),)),  # permission mode 206
+    ],
+)
 def test_j1_a_journal_with_a_bad_path_or_permission_is_refused(op: tuple[object, ...]) -> None:
     """A frame with the right checksum but a path or permission no request can make
     must end in JournalError (the daemon starts afresh), not in a tree that breaks the

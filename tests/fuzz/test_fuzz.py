@@ -19,13 +19,21 @@ from . import TARGETS
 from . import __main__ as driver
 from .sample import journal_sample, stream_sample
 
-_FAST = settings(max_examples=150, deadline=None, derandomize=True, database=None,
-                 suppress_health_check=list(HealthCheck))
+_FAST = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 
 
 def _mutated(seed: bytes) -> st.SearchStrategy[bytes]:
-    edits = st.lists(st.tuples(st.integers(0, len(seed)), st.binary(min_size=1, max_size=6)),
-                     min_size=1, max_size=3)
+    edits = st.lists(
+        st.tuples(st.integers(0, len(seed)), st.binary(min_size=1, max_size=6)),
+        min_size=1,
+        max_size=3,
+    )
 
     def apply(changes: list[tuple[int, bytes]]) -> bytes:
         out = bytearray(seed)
@@ -99,8 +107,9 @@ def test_the_invariant_checker_sees_broken_state() -> None:
     assert any("watch of dead connection" in p for p in engine_problems(engine))
 
 
-def test_driver_runs_hypothesis_without_atheris(monkeypatch: pytest.MonkeyPatch,
-                                                tmp_path: Path) -> None:
+def test_driver_runs_hypothesis_without_atheris(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr(driver, "_atheris", lambda: None)
     runs, _, verdict = driver.run_target("frames", 1, tmp_path)
     assert runs > 0 and verdict.startswith("ok (hypothesis"), verdict

@@ -28,19 +28,40 @@ ROOTS = ("/local/domain", "/vm", "/libxl")
 def steps(d: int) -> list[dict[str, str]]:
     """Each step's nodes: written in one transaction (or one WRITE)."""
     home = f"/local/domain/{d}"
-    t1 = {home: "", f"/vm/uuid-{d}": "", f"/libxl/{d}": "", f"{home}/name": f"vm{d}",
-          f"{home}/vm": f"/vm/uuid-{d}", f"/vm/uuid-{d}/name": f"vm{d}",
-          f"/libxl/{d}/type": "pv"}
+    t1 = {
+        home: "",
+        f"/vm/uuid-{d}": "",
+        f"/libxl/{d}": "",
+        f"{home}/name": f"vm{d}",
+        f"{home}/vm": f"/vm/uuid-{d}",
+        f"/vm/uuid-{d}/name": f"vm{d}",
+        f"/libxl/{d}/type": "pv",
+    }
     t1 |= {f"{home}/{sub}": "" for sub in ("control", "data", "device", "memory", "drivers")}
     out = [t1, {f"/libxl/{d}/dm-version": "qemu_xen"}]
-    out.append({f"{home}/memory/static-max": "1048576", f"{home}/memory/target": "1048576",
-                f"{home}/domid": str(d), f"{home}/store/port": "1",
-                f"/vm/uuid-{d}/start_time": "1.0"})
+    out.append(
+        {
+            f"{home}/memory/static-max": "1048576",
+            f"{home}/memory/target": "1048576",
+            f"{home}/domid": str(d),
+            f"{home}/store/port": "1",
+            f"/vm/uuid-{d}/start_time": "1.0",
+        }
+    )
     for i, dev in enumerate(DEVICES):
         fe = f"{home}/device/{dev}/{i}"
         be = f"/local/domain/0/backend/{dev}/{d}/{i}"
-        out.append({fe: "", f"{fe}/backend": be, f"{fe}/state": "1", be: "",
-                    f"{be}/frontend": fe, f"{be}/state": "1", f"{be}/online": "1"})
+        out.append(
+            {
+                fe: "",
+                f"{fe}/backend": be,
+                f"{fe}/state": "1",
+                be: "",
+                f"{be}/frontend": fe,
+                f"{be}/state": "1",
+                f"{be}/online": "1",
+            }
+        )
     return out
 
 

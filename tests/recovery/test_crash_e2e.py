@@ -24,7 +24,14 @@ def start(procs: Procs, *extra: str) -> tuple[subprocess.Popen[str], str]:
     sock = str(procs.dir / "socket")
     env = dict(subprocess_env(), XENSTORED_RUNDIR=str(procs.dir))
     daemon = procs.spawn(
-        "-m", "pyxenstored", "-N", "--sim-xen", str(procs.fakexen), "--socket", sock, *extra,
+        "-m",
+        "pyxenstored",
+        "-N",
+        "--sim-xen",
+        str(procs.fakexen),
+        "--socket",
+        sock,
+        *extra,
         env=env,
     )
     return daemon, sock

@@ -57,7 +57,11 @@ def round_trip(
 ) -> snapshot.Restored:
     """Dump, encode, decode and restore into a fresh engine, then adopt the settings."""
     data = snapshot.save(
-        engine, version=version, byteorder=byteorder, handover=handover, **kw  # type: ignore[arg-type]
+        engine,
+        version=version,
+        byteorder=byteorder,  # type: ignore[arg-type]
+        handover=handover,
+        **kw,
     )
     restored = snapshot.load(data, fresh_like(engine))
     if engine.config is not None:

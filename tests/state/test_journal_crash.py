@@ -42,19 +42,30 @@ def committed(e: Engine) -> dict[str, Any]:
             c = _conn(conn, nodes)
             watches = sorted(c["watches"])
             txns = (sorted(conn.transactions), conn.next_txid)  # restored doomed, same ids
-        guests[d] = (dom.port, dom.target, dom.features, dom.shutdown_reported, dom.born_gen,
-                     conn is None, conn is not None and conn.closed, watches, txns)
-    return copy.deepcopy({
-        "nodes": {p: _node(n)[1:] for p, n in nodes.items() if "/stats" not in p},
-        "tree": (tree.gen, tree.changes),
-        "accounts": (tree.owner_count, tree.owned, tree.granted),
-        "births": e.births,
-        "pending_features": e.pending_features,
-        "limits": e.limits,
-        "quotas": (q.overrides, q.classes, q.domain_class, q.per_device, q.device_paths),
-        "domains": guests,
-        "settings": None if e.config is None else dict(e.config.registry.values),  # type: ignore[attr-defined]
-    })
+        guests[d] = (
+            dom.port,
+            dom.target,
+            dom.features,
+            dom.shutdown_reported,
+            dom.born_gen,
+            conn is None,
+            conn is not None and conn.closed,
+            watches,
+            txns,
+        )
+    return copy.deepcopy(
+        {
+            "nodes": {p: _node(n)[1:] for p, n in nodes.items() if "/stats" not in p},
+            "tree": (tree.gen, tree.changes),
+            "accounts": (tree.owner_count, tree.owned, tree.granted),
+            "births": e.births,
+            "pending_features": e.pending_features,
+            "limits": e.limits,
+            "quotas": (q.overrides, q.classes, q.domain_class, q.per_device, q.device_paths),
+            "domains": guests,
+            "settings": None if e.config is None else dict(e.config.registry.values),  # type: ignore[attr-defined]
+        }
+    )
 
 
 def recovered(data: bytes, like: Engine) -> dict[str, Any]:

@@ -124,9 +124,7 @@ def test_complete_requests_carried_in_data_in_are_answered_by_an_empty_feed() ->
     s = e.connect(Caller(0, True), "socket")
     call(e, s, Op.WRITE, b"/a\0v")
     records = [
-        replace(r, data_in=encode(Op.READ, 3, 0, z("/a")))
-        if isinstance(r, ConnectionData)
-        else r
+        replace(r, data_in=encode(Op.READ, 3, 0, z("/a"))) if isinstance(r, ConnectionData) else r
         for r in records_of(e)
     ]
     restored = snapshot.restore(records, fresh_like(e))
@@ -538,7 +536,7 @@ def test_depth_watches_for_a_c_reader() -> None:
     assert not any(isinstance(r, WatchDataExtended) for r in records)
     assert [r for r in records if isinstance(r, WatchData)] == [WatchData(1, "/a", b"t")]
     assert fingerprint(snapshot.restore(records, fresh_like(e)).engine) == fingerprint(e)
-    [watch] = next(iter(
-        snapshot.restore(foreign(records), fresh_like(e)).engine.connections.values()
-    )).watches.values()
+    [watch] = next(
+        iter(snapshot.restore(foreign(records), fresh_like(e)).engine.connections.values())
+    ).watches.values()
     assert watch.depth == -1

@@ -214,9 +214,7 @@ def _records(version: int) -> st.SearchStrategy[Record]:
             _u16,
         ),
         st.builds(GlobalQuotaData, _quotas, _quotas),
-        st.builds(
-            DomainData, _u16, _u32 if version >= 2 else st.just(0), _quotas
-        ),
+        st.builds(DomainData, _u16, _u32 if version >= 2 else st.just(0), _quotas),
         st.builds(PrivateData, _u32, st.binary(max_size=30)),
         st.builds(
             UnknownRecord,

@@ -58,7 +58,7 @@ def test_a_child_list_is_a_tuple_while_small_a_list_when_wide_a_dict_beyond() ->
     assert w.children is NO_CHILDREN
     # Removing from a list: order kept, an absent child harmless, the last one gives the
     # empty tuple back.
-    for path in paths[:SMALL_CHILDREN + 2]:
+    for path in paths[: SMALL_CHILDREN + 2]:
         tree.create(path, b"", ROOT)
     assert isinstance(w.children, list)
     w.remove_child("/w/absent")

@@ -32,6 +32,7 @@ log = logging.getLogger("pyxenstored.control")
 
 Command = Callable[["Engine", list[str]], bytes]
 
+
 def _text(lines: list[str]) -> bytes:
     return "".join(line + "\n" for line in lines).encode("ascii") + b"\0"
 

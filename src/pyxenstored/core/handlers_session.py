@@ -25,7 +25,6 @@ __all__ = [
 ]
 
 
-
 def h_watch(
     e: Engine, conn: Connection, view: View, txn: Transaction | None, payload: bytes
 ) -> bytes | tuple[bytes, bytes]:

@@ -40,7 +40,6 @@ __all__ = [
 ]
 
 
-
 def h_read(
     e: Engine, conn: Connection, view: View, txn: Transaction | None, payload: bytes
 ) -> bytes:

@@ -116,9 +116,7 @@ class ConfigTree:
 
     def _add_domain_stat(self, domid: int) -> None:
         e = self.engine
-        self.add_stat(
-            f"domain/{domid}", lambda: format_figures(domain_figures(e, domid))
-        )
+        self.add_stat(f"domain/{domid}", lambda: format_figures(domain_figures(e, domid)))
 
     def _domain_event(self, domid: int, introduced: bool) -> None:
         path = f"{DOMAIN_STATS}/{domid}"

@@ -128,9 +128,7 @@ class Journal:
         self.fd = fd
         self.size = self.snapshot_size = len(data)
         self._reserve(0)
-        log.debug(
-            "journal: snapshot of %d bytes in %.3f s", len(data), time.monotonic() - started
-        )
+        log.debug("journal: snapshot of %d bytes in %.3f s", len(data), time.monotonic() - started)
 
     def _unmap(self) -> None:
         if self.map is not None:

@@ -471,9 +471,7 @@ def dump(
     d.exact_txns = exact_transactions
     d.engine_doc = engine_doc
     with paused_gc():
-        return _dump(
-            d, handover, transactions, pending_nodes, listen_fd, evtchn_fd, nodes, domains
-        )
+        return _dump(d, handover, transactions, pending_nodes, listen_fd, evtchn_fd, nodes, domains)
 
 
 def _dump(
@@ -940,8 +938,10 @@ def _config_node(engine: Engine, rel: str, text: str) -> None:
 
 def _fresh(engine: Engine) -> None:
     if engine.connections or engine.domains or engine.open_txns or engine.config is not None:
-        raise ValueError("restore needs a freshly built engine (no connections, domains, "
-                         "transactions or live configuration)")
+        raise ValueError(
+            "restore needs a freshly built engine (no connections, domains, "
+            "transactions or live configuration)"
+        )
 
 
 def restore(records: Iterable[Record], engine: Engine | None = None) -> Restored:

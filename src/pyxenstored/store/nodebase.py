@@ -71,9 +71,7 @@ class NodeStorage(type):
     collected class, as it must be when it adds fields.
     """
 
-    def __new__(
-        mcls, name: str, bases: tuple[type, ...], namespace: dict[str, Any]
-    ) -> NodeStorage:
+    def __new__(mcls, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> NodeStorage:
         if not COMPILED:
             return super().__new__(mcls, name, bases, namespace)
         if namespace.get("__slots__", ()) != () or len(bases) != 1:
