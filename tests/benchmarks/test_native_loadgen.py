@@ -73,8 +73,9 @@ def test_native_throughput_reads_and_writes_every_key(daemon_proc, tmp_path: Pat
         assert row["errors"] == 0
         assert row["requests"] > 100
         assert row["reads"] + row["writes"] >= row["requests"]
-        # one READ in four: the mix is spread as op_sequence spreads it
-        assert abs(row["reads"] / (row["reads"] + row["writes"]) - 0.25) < 0.01
+        # one READ in four, spread as op_sequence spreads it: each connection's count of
+        # READs is floor(0.25 * its requests), so the total is within K of a quarter
+        assert 0 <= 0.25 * (row["reads"] + row["writes"]) - row["reads"] < k
         assert len(row["per_client_req_per_s"]) == k
         assert all(rate > 0 for rate in row["per_client_req_per_s"])
         assert row["daemon_cpu_us_per_req"] > 0
