@@ -3,8 +3,9 @@
  * Why it exists: with 16 Python client processes on one core, the socket throughput
  * workload measures the clients as much as the daemon (their core is ~100 % busy). One
  * process with epoll, in C, costs a request little more than its two syscalls, so the
- * daemon sets the pace. It speaks the same requests as workloads.request_maker: an evenly
- * spread READ/WRITE mix of one key per connection, PIPELINE requests in flight each.
+ * daemon sets the pace. It sends the same bytes as workloads.request_maker: an evenly
+ * spread READ/WRITE mix of one key per connection (measure.make_value's value),
+ * PIPELINE requests in flight each.
  *
  * Protocol with its parent (xsbench/native.py), one line each way:
  *   argv: SOCKET CLIENTS SECONDS PIPELINE READ_FRACTION VALUE_SIZE KEY_PREFIX
@@ -48,6 +49,7 @@ struct client {
 };
 
 static double read_fraction;
+static const char VALUE_PATTERN[] = "0123456789abcdefghijklmnopqrstuvwxyz";
 
 static void die(const char *what)
 {
@@ -197,7 +199,9 @@ int main(int argc, char **argv)
         memcpy(c->read_body, key, (size_t)klen + 1);
         c->read_len = (size_t)klen + 1;
         memcpy(c->write_body, key, (size_t)klen + 1);
-        memset(c->write_body + klen + 1, 'x', (size_t)value_size);
+        unsigned char *value = c->write_body + klen + 1;  /* measure.make_value's bytes */
+        for (int v = 0; v < value_size; v++)
+            value[v] = (unsigned char)VALUE_PATTERN[v % (int)(sizeof VALUE_PATTERN - 1)];
         c->write_len = (size_t)klen + 1 + (size_t)value_size;
         put_header(out, XS_WRITE, 0, (uint32_t)c->write_len);
         memcpy(out + HEADER, c->write_body, c->write_len);

@@ -82,10 +82,10 @@ def test_native_throughput_reads_and_writes_every_key(daemon_proc, tmp_path: Pat
         assert 0 < row["client_cpu_busy"] <= 1.5
     for name in ("req_per_s", "cpu_us_per_req", "daemon_busy_pct", "client_busy_pct"):
         assert f"K=3.{name}" in doc["metrics"]
-    # Each connection wrote its own key with a value of --value-size bytes.
+    # Each connection wrote its own key, with the Python clients' value of --value-size bytes.
     with Client(daemon_proc.socket) as client:
         for i in range(3):
-            assert client.read(f"/bench/throughput/c{i}") == b"x" * 7
+            assert client.read(f"/bench/throughput/c{i}") == b"0123456"
     # The executable is cached under XDG_CACHE_HOME, named by its source's hash.
     assert len(list((tmp_path / "cache" / "pyxenstored-bench").glob("xsloadgen-*"))) == 1
 
