@@ -32,7 +32,8 @@ SETUP_TIMEOUT = 60.0
 
 @dataclass
 class NativeRun:
-    """One measured phase of the generator, seen from the parent."""
+    """One measured phase of the generator, seen from the parent (workloads makes it a
+    ``procs.Phase`` of one worker per connection)."""
 
     clients: list[dict[str, int]] = field(default_factory=list)  # counters per connection
     wall: float = 0.0  # from "go" to the report
@@ -40,12 +41,6 @@ class NativeRun:
     cpu_after: float | None = None  # and at the report
     load_cpu: float = 0.0  # the generator's own CPU seconds in the phase
     failure: str | None = None
-
-    def daemon_busy(self) -> float | None:
-        """The daemon's CPU time ÷ the wall time."""
-        if self.cpu_before is None or self.cpu_after is None or not self.wall:
-            return None
-        return (self.cpu_after - self.cpu_before) / self.wall
 
 
 def cache_dir() -> Path:

@@ -414,12 +414,12 @@ def process_throughput_rows(t: Transport, args: Namespace, cpu: DaemonCpu) -> li
 
 def native_throughput_row(t: Transport, args: Namespace, k: int, cpu: DaemonCpu) -> JsonDict:
     """One K of ``--native``: the K connections held by the compiled generator (sockets
-    only; see xsbench/native.py). Its CPU time is the load's; the row has the fields of
-    a worker-process row, plus ``native``."""
+    only; see xsbench/native.py), as a worker-process row plus ``native``. Each
+    connection counts as a worker; the generator's CPU time is shared out evenly."""
     key = t.throughput_key
     if not key.endswith("{index}"):
         raise ValueError(f"--native needs a key ending in the client's number, not {key!r}")
-    phase = native.run(
+    run = native.run(
         args.socket,
         key.removesuffix("{index}"),
         k,
@@ -429,26 +429,21 @@ def native_throughput_row(t: Transport, args: Namespace, k: int, cpu: DaemonCpu)
         args.value_size,
         cpu,
     )
-    if phase.failure:
-        raise RuntimeError(f"throughput with {k} {t.group_noun} failed: {phase.failure}")
-    clients = phase.clients
-    wall = phase.wall
-    completed = sum(c["completed"] for c in clients)
-    row: JsonDict = {
-        "clients": k,
-        "requests": completed,
-        "errors": sum(c["errors"] for c in clients),
-        "wall_s": wall,
-        "req_per_s": completed / wall if wall > 0 else math.nan,
-        "daemon_cpu_us_per_req": cpu_per_request_us(phase.cpu_before, phase.cpu_after, completed),
-        "daemon_cpu_busy": phase.daemon_busy(),
-        # one process, so at most one core busy whatever the load's affinity allows
-        "client_cpu_busy": phase.load_cpu / wall if wall > 0 else None,
-        "reads": sum(c["reads"] for c in clients),
-        "writes": sum(c["writes"] for c in clients),
-        "per_client_req_per_s": [c["completed"] / wall if wall > 0 else 0.0 for c in clients],
-        "native": True,
-    }
+    phase: Phase[LoadResult] = Phase(
+        workers=[
+            LoadResult(
+                i, c["completed"], c["reads"], c["writes"], c["errors"], run.wall, run.load_cpu / k
+            )
+            for i, c in enumerate(run.clients)
+        ],
+        wall=run.wall,
+        cpu_before=run.cpu_before,
+        cpu_after=run.cpu_after,
+        failure=run.failure,
+    )
+    phase.check(k, f"throughput with {k} {t.group_noun}")
+    row = throughput_row(k, [()] * k, phase)
+    row["native"] = True
     progress(args, f"throughput (native): K={k}: {fmt(row['req_per_s'], 0)} req/s")
     return row
 
